@@ -1,0 +1,80 @@
+"""Errors of the Kamus HTTP clients (``kamus-cli`` and ``kamus-init``).
+
+Every failure either program reports on purpose is one of these; lower-level errors (``requests``,
+``OSError``, ``UnicodeDecodeError``) are translated where they happen, with ``raise … from exc``.
+Each class maps to one exit code in :mod:`kamus_cli.exitcodes`. Messages never contain a secret,
+a plaintext or a token.
+
+    KamusError
+    └── ClientError                    base of every client-side failure
+        ├── InputError                 bad local input or configuration             exit 3
+        ├── OutputError                an output file could not be written          exit 4
+        ├── ServerRefusedError         the server answered 4xx                      exit 5
+        ├── ServerUnavailableError     5xx, network failure, timeout, deadline      exit 6
+        ├── TLSError                   certificate verification or pin failure      exit 7
+        └── UnexpectedResponseError    the answer does not follow the Kamus API     exit 8
+"""
+
+from __future__ import annotations
+
+from kamus_kms.errors import KamusError
+
+
+class ClientError(KamusError):
+    """Base of every failure of a Kamus client program."""
+
+    code = "client_error"
+
+
+class InputError(ClientError):
+    """Local input or configuration is unusable: flags, environment, files."""
+
+    code = "invalid_input"
+
+
+class OutputError(ClientError):
+    """An output file could not be written."""
+
+    code = "output_failed"
+
+
+class ServerRefusedError(ClientError):
+    """The server refused the request with a 4xx status."""
+
+    code = "server_refused"
+
+    def __init__(self, message: str, *, status: int, error_code: str | None = None) -> None:
+        self.status = status
+        self.error_code = error_code
+        super().__init__(message)
+
+
+class ServerUnavailableError(ClientError):
+    """The server could not answer: 5xx, connection failure, timeout or deadline."""
+
+    code = "server_unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.transient = transient
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class TLSError(ClientError):
+    """The server's certificate failed verification or did not match the pinned fingerprint."""
+
+    code = "tls_failed"
+
+
+class UnexpectedResponseError(ClientError):
+    """The server answered something that does not follow the Kamus API."""
+
+    code = "unexpected_response"

@@ -1,0 +1,46 @@
+"""Entry point of ``kamus-cli``: parse the command line, run a command, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from kamus_cli import encrypt
+from kamus_cli.client import package_version
+from kamus_cli.errors import ClientError
+from kamus_cli.exitcodes import ExitCode, exit_code_for
+
+PROGRAM = "kamus-cli"
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """Return the parser of every command; each command module registers its own sub-parser."""
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM, description="Kamus command line: encrypt secrets for Kubernetes workloads."
+    )
+    parser.add_argument("-V", "--version", action="version", version=package_version())
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    encrypt.register(commands, environ)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run ``kamus-cli`` and return its exit code (argparse exits 2 itself on usage errors)."""
+    parser = build_parser(os.environ if environ is None else environ)
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except ClientError as exc:
+        print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except Exception as exc:
+        # The message of an unknown error might quote input bytes; show only its type.
+        print(f"{PROGRAM}: unexpected error ({type(exc).__name__}); this is a bug", file=sys.stderr)
+        return ExitCode.UNEXPECTED
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

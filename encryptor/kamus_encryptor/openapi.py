@@ -1,0 +1,64 @@
+"""The encryptor's OpenAPI 3 document, served at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kamus_service.openapi import document, error
+
+_NAME = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+OPENAPI: dict[str, Any] = document(
+    "Kamus encryptor",
+    "Encrypts a secret for one namespace and service account. Anonymous, like Kamus.",
+    {
+        "/api/v1/encrypt": {
+            "post": {
+                "summary": "Encrypt a secret for a namespace and service account",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/EncryptRequest"}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "The ciphertext (JSON when Accept is only application/json)",
+                        "content": {
+                            "text/plain": {"schema": {"type": "string", "pattern": "^kamus:v1:"}},
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/EncryptResponse"}
+                            },
+                        },
+                    },
+                    "400": error("Malformed body, invalid names or the default service account"),
+                    "413": error("Secret or body too large"),
+                    "415": error("Body is not JSON"),
+                    "503": error("The key provider is unavailable"),
+                },
+            }
+        }
+    },
+    {
+        "EncryptRequest": {
+            "type": "object",
+            "required": ["data", "namespace", "service-account"],
+            "properties": {
+                "data": {"type": "string", "description": "The secret"},
+                "namespace": {"type": "string", "maxLength": 63, "pattern": _NAME},
+                "service-account": {"type": "string", "maxLength": 253},
+            },
+        },
+        "EncryptResponse": {
+            "type": "object",
+            "required": ["data", "namespace", "service-account"],
+            "properties": {
+                "data": {"type": "string"},
+                "namespace": {"type": "string"},
+                "service-account": {"type": "string"},
+            },
+        },
+    },
+)

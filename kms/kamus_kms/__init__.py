@@ -1,0 +1,1 @@
+"""Kamus crypto core: scopes, the v1 ciphertext format, keyrings and providers. No web code."""

@@ -1,0 +1,130 @@
+"""The one exception tree of Kamus.
+
+Every error Kamus raises on purpose derives from :class:`KamusError`. Each class carries the
+stable machine-readable ``code`` that the HTTP layer puts in ``{"error": code}``; the mapping from
+class to HTTP status lives in exactly one place (``kamus_service.errors``). Messages are written for
+humans and never contain plaintext, tokens or key material.
+
+    KamusError
+    ├── ConfigurationError              settings or keyring unusable: the process must not start
+    ├── RequestError                    the caller sent something we refuse (4xx)
+    │   ├── InvalidRequestError         malformed body, wrong types, missing fields      400
+    │   ├── InvalidScopeError           namespace / service account is not a Kubernetes name 400
+    │   ├── DefaultServiceAccountError  encrypting for the `default` service account    400
+    │   ├── InvalidCiphertextError      the one opaque decrypt failure                  400
+    │   ├── PayloadTooLargeError        plaintext or body above the configured limit    413
+    │   ├── UnsupportedMediaTypeError   body is not JSON                                415
+    │   ├── AuthenticationError         token missing, invalid, wrong audience          401
+    │   └── ForbiddenError              authenticated but not allowed                   403
+    │       ├── NotServiceAccountError  the token is not a service account's
+    │       ├── DefaultServiceAccountForbiddenError  decrypting as `default`
+    │       └── ScopeMismatchError      ciphertext bound to another namespace/SA
+    └── UnavailableError                a dependency (TokenReview, KMS) cannot answer    503
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class KamusError(Exception):
+    """Root of every error Kamus raises on purpose."""
+
+    code: ClassVar[str] = "internal_error"
+
+
+class ConfigurationError(KamusError):
+    """Settings or keyring are unusable; the process must not start."""
+
+    code = "configuration_error"
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class RequestError(KamusError):
+    """The caller sent something Kamus refuses."""
+
+    code = "invalid_request"
+
+
+class InvalidRequestError(RequestError):
+    """Malformed request body: not an object, missing fields, wrong types."""
+
+    code = "invalid_request"
+
+
+class InvalidScopeError(RequestError):
+    """A namespace or service account is not a valid Kubernetes name."""
+
+    code = "invalid_scope"
+
+
+class DefaultServiceAccountError(RequestError):
+    """Encrypting for the `default` service account, which operators have not allowed."""
+
+    code = "default_service_account"
+
+
+class InvalidCiphertextError(RequestError):
+    """The one opaque decrypt failure: malformed, tampered, wrong key or retired key."""
+
+    code = "invalid_ciphertext"
+
+    def __init__(
+        self, message: str = "the ciphertext is invalid or was not made by this Kamus"
+    ) -> None:
+        super().__init__(message)
+
+
+class PayloadTooLargeError(RequestError):
+    """The plaintext or the request body is above the configured limit."""
+
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(RequestError):
+    """The request body is not JSON."""
+
+    code = "unsupported_media_type"
+
+
+class AuthenticationError(RequestError):
+    """The bearer token is missing, invalid, expired or for another audience."""
+
+    code = "unauthorized"
+
+
+class ForbiddenError(RequestError):
+    """The caller is authenticated but not allowed to do this."""
+
+    code = "forbidden"
+
+
+class NotServiceAccountError(ForbiddenError):
+    """The token belongs to a user or node, not a service account."""
+
+    code = "not_service_account"
+
+
+class DefaultServiceAccountForbiddenError(ForbiddenError):
+    """The caller runs as the `default` service account, which operators have not allowed."""
+
+    code = "default_service_account"
+
+
+class ScopeMismatchError(ForbiddenError):
+    """The ciphertext is bound to another namespace or service account than the caller's."""
+
+    code = "scope_mismatch"
+
+
+class UnavailableError(KamusError):
+    """A dependency (TokenReview, KMS) cannot answer now; retry later."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)

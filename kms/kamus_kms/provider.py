@@ -1,0 +1,54 @@
+"""The interface every key provider implements.
+
+A provider only produces and recovers the 256-bit *data key* of one ciphertext. Scopes, the header,
+padding and AES-GCM are shared code (kamus_kms.sealer), so a provider cannot get them wrong.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from kamus_kms.scope import Scope
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    """A data key and what the ciphertext stores to recover it (empty for derived keys)."""
+
+    key: bytes = field(repr=False)
+    wrapped: bytes = b""
+
+
+class KeyProvider(ABC):
+    """Produces and recovers data keys bound to a scope and a ciphertext header."""
+
+    name: str
+
+    @abstractmethod
+    def current_key_id(self, scope: Scope) -> str:
+        """The id of the key new ciphertexts of `scope` use.
+
+        Raises UnavailableError when the backend cannot answer.
+        """
+
+    @abstractmethod
+    def new_data_key(self, scope: Scope, key_id: str, associated_data: bytes) -> DataKey:
+        """A fresh data key for one ciphertext, bound to `associated_data` (the header).
+
+        Raises UnavailableError when the backend cannot answer.
+        """
+
+    @abstractmethod
+    def recover_data_key(
+        self, scope: Scope, key_id: str, wrapped: bytes, associated_data: bytes
+    ) -> bytes:
+        """The data key of an existing ciphertext.
+
+        Raises InvalidCiphertextError when the key is unknown, retired or refuses the wrapped key,
+        and UnavailableError when the backend cannot answer.
+        """
+
+    def check_ready(self) -> None:
+        """Raise UnavailableError when the backend cannot serve requests now."""
+        return  # the local keyring is always ready; remote providers override this

@@ -1,0 +1,1 @@
+"""Key providers: the local keyring (embedded default) and remote KMS adapters."""

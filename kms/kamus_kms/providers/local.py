@@ -1,0 +1,45 @@
+"""The local keyring provider: per-scope keys derived from the keyring with HKDF-SHA256."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from kamus_kms.errors import InvalidCiphertextError
+from kamus_kms.keyring import Keyring
+from kamus_kms.provider import DataKey, KeyProvider
+from kamus_kms.scope import Scope
+
+NAME = "local"
+
+
+def derive_scope_key(master: bytes, scope: Scope) -> bytes:
+    """HKDF-SHA256 of the master key; info binds the format version and the scope."""
+    info = f"kamus:v1:scope:{scope.namespace}:{scope.service_account}".encode("ascii")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)
+
+
+class LocalKeyringProvider(KeyProvider):
+    """Derives each scope's data key from the keyring's master key versions."""
+
+    name = NAME
+
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+
+    def current_key_id(self, scope: Scope) -> str:
+        return self.keyring.active.id
+
+    def new_data_key(self, scope: Scope, key_id: str, associated_data: bytes) -> DataKey:
+        version = self.keyring.get(key_id)
+        if version is None:
+            raise InvalidCiphertextError
+        return DataKey(derive_scope_key(version.secret, scope))
+
+    def recover_data_key(
+        self, scope: Scope, key_id: str, wrapped: bytes, associated_data: bytes
+    ) -> bytes:
+        version = self.keyring.get(key_id)
+        if version is None or not version.can_decrypt or wrapped:
+            raise InvalidCiphertextError
+        return derive_scope_key(version.secret, scope)

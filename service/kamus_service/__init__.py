@@ -1,0 +1,1 @@
+"""Plumbing both Kamus services share: settings, JSON errors, logging, health and metrics."""

@@ -1,0 +1,95 @@
+"""The one place where Kamus errors become HTTP responses.
+
+Every response an error produces is JSON ``{"error": code, "message": sentence}``. Anything that is
+not a KamusError or a routing error is a bug: it is logged with its traceback (never with request
+data) and answered 500.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from kamus_kms.errors import (
+    AuthenticationError,
+    ForbiddenError,
+    KamusError,
+    PayloadTooLargeError,
+    RequestError,
+    UnavailableError,
+    UnsupportedMediaTypeError,
+)
+
+log = logging.getLogger("kamus.errors")
+
+# Most specific class first; a subclass inherits its parent's status.
+_STATUS: tuple[tuple[type[KamusError], int], ...] = (
+    (AuthenticationError, 401),
+    (ForbiddenError, 403),
+    (PayloadTooLargeError, 413),
+    (UnsupportedMediaTypeError, 415),
+    (RequestError, 400),
+    (UnavailableError, 503),
+)
+
+_HTTP_CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def status_for(error: KamusError) -> int:
+    """The HTTP status of a Kamus error; 500 for anything unexpected."""
+    return next((status for cls, status in _STATUS if isinstance(error, cls)), 500)
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    """A JSON error response."""
+    response = jsonify(error=code, message=message)
+    response.status_code = status
+    return response
+
+
+def _kamus_error(error: KamusError) -> Response:
+    status = status_for(error)
+    if status == 500:
+        log.error("unexpected error", exc_info=error)
+        return error_response(500, "internal_error", "internal error; this is a bug in Kamus")
+    response = error_response(status, error.code, str(error))
+    if isinstance(error, UnavailableError):
+        response.headers["Retry-After"] = str(error.retry_after)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="kamus"'
+    return response
+
+
+def _http_error(error: HTTPException) -> Response:
+    status = error.code or 500
+    code = _HTTP_CODES.get(status, "http_error")
+    message = {
+        404: "no such route",
+        405: "method not allowed on this route",
+        413: "the request body is too large",
+    }.get(status, error.description or "bad request")
+    response = error_response(status, code, message)
+    allowed = getattr(error, "valid_methods", None)
+    if status == 405 and allowed:
+        response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
+def _unexpected(error: Exception) -> Response:
+    log.error("unexpected error", exc_info=error)
+    return error_response(500, "internal_error", "internal error; this is a bug in Kamus")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Map every error to its JSON response."""
+    app.register_error_handler(KamusError, _kamus_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

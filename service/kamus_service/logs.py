@@ -1,0 +1,40 @@
+"""JSON-lines logging to stdout: one line per request, named audit events, never secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+# LogRecord attributes that are plumbing, not event fields.
+_RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; fields passed with `extra=` become top-level keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        event.update({k: v for k, v in vars(record).items() if k not in _RESERVED})
+        if record.exc_info:
+            event["exception"] = self.formatException(record.exc_info)
+        return json.dumps(event, default=str, separators=(",", ":"))
+
+
+def configure_logging(level: str) -> None:
+    """Send every `kamus.*` logger to stdout as JSON lines (idempotent)."""
+    logger = logging.getLogger("kamus")
+    logger.setLevel(level)
+    logger.propagate = False
+    if not any(getattr(h, "kamus_json", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(JsonFormatter())
+        handler.kamus_json = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)

@@ -1,0 +1,218 @@
+"""Every KAMUS_* environment variable, in one typed specification.
+
+Settings are parsed once at start-up; every problem is collected and reported together, and the
+process refuses to start. Secret values also accept ``<NAME>_FILE`` (a path), so the chart can mount
+Kubernetes Secrets as files instead of putting them in the environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from kamus_kms.errors import ConfigurationError
+
+PREFIX = "KAMUS_"
+Service = Literal["encryptor", "decryptor"]
+BOTH: tuple[Service, ...] = ("encryptor", "decryptor")
+DECRYPTOR: tuple[Service, ...] = ("decryptor",)
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _audiences(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def _provider(text: str) -> str:
+    if text != "local":
+        raise ValueError("must be 'local' (the only provider built in so far)")
+    return text
+
+
+def _base64_key(text: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except binascii.Error as exc:
+        raise ValueError("must be base64") from exc
+    if len(key) < 32:
+        raise ValueError("must hold at least 32 bytes")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """One environment variable: how to parse it and what it is for."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: str | None
+    help: str
+    services: tuple[Service, ...] = BOTH
+    secret: bool = False
+
+    @property
+    def env(self) -> str:
+        return PREFIX + self.name
+
+
+SPEC: tuple[Variable, ...] = (
+    Variable("DEV_MODE", _boolean, "false",
+             "Development mode: missing keys are generated into KAMUS_DEV_DIR, loudly. "
+             "Never in production."),
+    Variable("DEV_DIR", Path, ".kamus-dev",
+             "Where development mode keeps the keys it generated."),
+    Variable("PROVIDER", _provider, "local",
+             "Key provider. `local`: the keyring of KAMUS_KEYRING."),
+    Variable("KEYRING", str, None,
+             "The local keyring as JSON (see docs/FORMAT.md); required for the local provider "
+             "unless in development mode.", secret=True),
+    Variable("MAX_PLAINTEXT_BYTES", _positive_int, "65536",
+             "Largest secret accepted for encryption; larger ones get 413."),
+    Variable("MAX_BODY_BYTES", _positive_int, "1048576",
+             "Largest request body accepted (chunked bodies included); larger ones get 413."),
+    Variable("PADDING_BUCKET", _positive_int, "32",
+             "Plaintexts are padded to a multiple of this many bytes so short secrets do not "
+             "reveal their exact length."),
+    Variable("ALLOW_DEFAULT_SERVICE_ACCOUNT", _boolean, "false",
+             "Allow encrypting for and decrypting as a namespace's `default` service account."),
+    Variable("TOKEN_AUDIENCES", _audiences, "kamus",
+             "Comma-separated audiences TokenReview checks. Empty: the API server's default "
+             "audience (plain pod tokens; compatible with Kamus, less safe).",
+             services=DECRYPTOR),
+    Variable("KUBECONFIG", Path, None,
+             "Kubeconfig used for TokenReview; unset means in-cluster configuration.",
+             services=DECRYPTOR),
+    Variable("TOKENREVIEW_TIMEOUT_SECONDS", _positive_float, "5",
+             "Timeout of one TokenReview call; beyond it the request gets 503.",
+             services=DECRYPTOR),
+    Variable("MAX_BATCH_ITEMS", _positive_int, "256",
+             "Most ciphertexts one batch decrypt may carry.", services=DECRYPTOR),
+    Variable("AUDIT_KEY", _base64_key, None,
+             "Base64 key (32+ bytes) for the keyed ciphertext fingerprints in audit events; "
+             "required unless in development mode.", services=DECRYPTOR, secret=True),
+    Variable("LOG_LEVEL", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Parsed settings of one service."""
+
+    service: Service
+    dev_mode: bool = False
+    dev_dir: Path = Path(".kamus-dev")
+    provider: str = "local"
+    keyring: str | None = None
+    max_plaintext_bytes: int = 65536
+    max_body_bytes: int = 1048576
+    padding_bucket: int = 32
+    allow_default_service_account: bool = False
+    token_audiences: tuple[str, ...] = ("kamus",)
+    kubeconfig: Path | None = None
+    tokenreview_timeout_seconds: float = 5.0
+    max_batch_items: int = 256
+    audit_key: bytes | None = None
+    log_level: str = "INFO"
+
+
+def _raw_value(variable: Variable, environ: Mapping[str, str], problems: list[str]) -> str | None:
+    direct = environ.get(variable.env)
+    path = environ.get(variable.env + "_FILE") if variable.secret else None
+    if direct is not None and path is not None:
+        problems.append(f"set {variable.env} or {variable.env}_FILE, not both")
+        return None
+    if path is not None:
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            problems.append(f"{variable.env}_FILE: cannot read {path}: {exc.strerror}")
+            return None
+    return direct if direct is not None else variable.default
+
+
+def load_settings(service: Service, environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse the environment for `service`; ConfigurationError lists every problem at once."""
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for variable in SPEC:
+        if service not in variable.services:
+            continue
+        raw = _raw_value(variable, env, problems)
+        if raw is None:
+            continue
+        try:
+            values[variable.name.lower()] = variable.parse(raw)
+        except ValueError as exc:
+            # The message names the variable but never echoes a secret's value.
+            shown = "" if variable.secret else f" (got {raw!r})"
+            problems.append(f"{variable.env} {exc}{shown}")
+    known = {v.env for v in SPEC} | {v.env + "_FILE" for v in SPEC if v.secret}
+    problems.extend(
+        f"{name} is not a Kamus setting"
+        for name in sorted(env)
+        if name.startswith(PREFIX) and name not in known and name not in _CLIENT_VARIABLES
+    )
+    dev_mode = values.get("dev_mode", False)
+    if not dev_mode and values.get("provider", "local") == "local" and "keyring" not in values:
+        problems.append("KAMUS_KEYRING or KAMUS_KEYRING_FILE is required (no default keys)")
+    if service == "decryptor" and not dev_mode and "audit_key" not in values:
+        problems.append("KAMUS_AUDIT_KEY or KAMUS_AUDIT_KEY_FILE is required (no default keys)")
+    if problems:
+        raise ConfigurationError(problems)
+    return Settings(service=service, **values)
+
+
+# Read by kamus-cli and kamus-init, not by the services; listed so a typo is still caught.
+_CLIENT_VARIABLES = frozenset({"KAMUS_URL"})
+
+
+@contextmanager
+def exit_on_configuration_error(program: str) -> Iterator[None]:
+    """Turn a ConfigurationError into a readable list on stderr and exit code 3.
+
+    Exit code 3 is gunicorn's "worker failed to boot": the master stops instead of restarting
+    workers that can never start.
+    """
+    try:
+        yield
+    except ConfigurationError as exc:
+        lines = "\n".join(f"  - {problem}" for problem in exc.problems)
+        print(f"{program}: cannot start, configuration problems:\n{lines}", file=sys.stderr)
+        raise SystemExit(3) from exc
