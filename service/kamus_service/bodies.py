@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 from flask import Request
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from kamus_kms.errors import InvalidRequestError, UnsupportedMediaTypeError
+from kamus_kms.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 
 
 def read_json_object(request: Request) -> dict[str, Any]:
@@ -18,7 +19,12 @@ def read_json_object(request: Request) -> dict[str, Any]:
     """
     if not request.is_json:
         raise UnsupportedMediaTypeError("send the body as JSON with Content-Type: application/json")
-    raw = request.get_data(cache=False)
+    try:
+        raw = request.get_data(cache=False)
+    except RequestEntityTooLarge as exc:
+        raise PayloadTooLargeError(
+            f"the request body is larger than {request.max_content_length} bytes"
+        ) from exc
     if not raw.strip():
         raise InvalidRequestError("the request body is empty; expected a JSON object")
     try:

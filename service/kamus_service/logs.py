@@ -28,13 +28,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(event, default=str, separators=(",", ":"))
 
 
+class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stdout is at the time of each record (tests swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        return
+
+
 def configure_logging(level: str) -> None:
     """Send every `kamus.*` logger to stdout as JSON lines (idempotent)."""
     logger = logging.getLogger("kamus")
     logger.setLevel(level)
     logger.propagate = False
-    if not any(getattr(h, "kamus_json", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(JsonFormatter())
-        handler.kamus_json = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
+    if not any(isinstance(h, StdoutHandler) for h in logger.handlers):
+        logger.addHandler(StdoutHandler())

@@ -171,6 +171,7 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
     env = os.environ if environ is None else environ
     problems: list[str] = []
     values: dict[str, Any] = {}
+    invalid: set[str] = set()
     for variable in SPEC:
         if service not in variable.services:
             continue
@@ -183,17 +184,22 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
             # The message names the variable but never echoes a secret's value.
             shown = "" if variable.secret else f" (got {raw!r})"
             problems.append(f"{variable.env} {exc}{shown}")
+            invalid.add(variable.name.lower())
     known = {v.env for v in SPEC} | {v.env + "_FILE" for v in SPEC if v.secret}
     problems.extend(
         f"{name} is not a Kamus setting"
         for name in sorted(env)
         if name.startswith(PREFIX) and name not in known and name not in _CLIENT_VARIABLES
     )
-    dev_mode = values.get("dev_mode", False)
-    if not dev_mode and values.get("provider", "local") == "local" and "keyring" not in values:
-        problems.append("KAMUS_KEYRING or KAMUS_KEYRING_FILE is required (no default keys)")
-    if service == "decryptor" and not dev_mode and "audit_key" not in values:
-        problems.append("KAMUS_AUDIT_KEY or KAMUS_AUDIT_KEY_FILE is required (no default keys)")
+    required = ["audit_key"] if service == "decryptor" else []
+    if values.get("provider", "local") == "local":
+        required.append("keyring")
+    if not values.get("dev_mode", False):
+        problems.extend(
+            f"KAMUS_{name.upper()} or KAMUS_{name.upper()}_FILE is required (no default keys)"
+            for name in required
+            if name not in values and name not in invalid
+        )
     if problems:
         raise ConfigurationError(problems)
     return Settings(service=service, **values)

@@ -1,0 +1,102 @@
+"""Audit events: exactly one per decrypt attempt, allowed or denied, never a secret.
+
+An event names who asked (from TokenReview), what they asked for (the scope and key id in each
+ciphertext header plus a keyed fingerprint of the ciphertext, so the same ciphertext can be
+recognised across events without the audit log revealing it), and the outcome with its reason code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from kamus_decryptor.tokenreview import Caller
+from kamus_kms.ciphertext import Ciphertext
+from kamus_kms.errors import KamusError, UnavailableError
+
+_MAX_USER_AGENT = 256
+
+
+@dataclass
+class AuditEvent:
+    """The record of one attempt, filled in as the request proceeds."""
+
+    action: str
+    request_id: str
+    source_ip: str | None
+    user_agent: str | None
+    outcome: str = "error"
+    reason: str = "internal_error"
+    caller: dict[str, str | None] | None = None
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def set_caller(self, caller: Caller) -> None:
+        """Record who the token proved the caller to be."""
+        self.caller = caller.audit_fields()
+
+    def as_fields(self) -> dict[str, Any]:
+        """The event as log fields."""
+        return {
+            "audit": True,
+            "action": self.action,
+            "request_id": self.request_id,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "caller": self.caller,
+            "items": self.items,
+            "source_ip": self.source_ip,
+            "user_agent": self.user_agent,
+        }
+
+
+class AuditTrail:
+    """Emits audit events as JSON lines on the `kamus.audit` logger."""
+
+    def __init__(self, fingerprint_key: bytes, logger: logging.Logger | None = None) -> None:
+        self._key = fingerprint_key
+        self._log = logger or logging.getLogger("kamus.audit")
+
+    def fingerprint(self, text: str) -> str:
+        """Keyed fingerprint of a ciphertext text (HMAC-SHA256, 128 bits shown)."""
+        digest = hmac.new(self._key, text.strip().encode("utf-8", "replace"), hashlib.sha256)
+        return digest.hexdigest()[:32]
+
+    def record_item(
+        self, event: AuditEvent, text: str, ciphertext: Ciphertext | None, name: str | None = None
+    ) -> None:
+        """Add one ciphertext (parsed when it could be) to the event."""
+        item: dict[str, Any] = {"fingerprint": self.fingerprint(text)}
+        if name is not None:
+            item["name"] = name[:253]
+        if ciphertext is not None:
+            item.update(
+                namespace=ciphertext.scope.namespace,
+                service_account=ciphertext.scope.service_account,
+                provider=ciphertext.provider,
+                key_id=ciphertext.key_id,
+            )
+        event.items.append(item)
+
+    @contextmanager
+    def attempt(
+        self, action: str, request_id: str, source_ip: str | None, user_agent: str | None
+    ) -> Iterator[AuditEvent]:
+        """Yield the event of one attempt and emit it exactly once, however the attempt ends."""
+        event = AuditEvent(action, request_id, source_ip, (user_agent or "")[:_MAX_USER_AGENT])
+        try:
+            yield event
+        except UnavailableError as exc:
+            event.outcome, event.reason = "unavailable", exc.code
+            raise
+        except KamusError as exc:
+            event.outcome, event.reason = "denied", exc.code
+            raise
+        else:
+            event.outcome, event.reason = "allowed", "ok"
+        finally:
+            self._log.info("audit", extra=event.as_fields())

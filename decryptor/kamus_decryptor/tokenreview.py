@@ -1,0 +1,158 @@
+"""Verifying callers' service-account tokens with the Kubernetes TokenReview API.
+
+The decryptor reaches the API server only through the official `kubernetes` client, so the same
+code runs against a real cluster and against the development token authority. Every way the review
+can fail to give an answer is UnavailableError (503): the decryptor fails closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from kamus_kms.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    NotServiceAccountError,
+    UnavailableError,
+)
+from kamus_kms.scope import Scope
+
+log = logging.getLogger("kamus.tokenreview")
+
+_EXTRA_POD_NAME = "authentication.kubernetes.io/pod-name"
+_EXTRA_POD_UID = "authentication.kubernetes.io/pod-uid"
+_EXTRA_NODE_NAME = "authentication.kubernetes.io/node-name"
+_EXTRA_CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
+_MAX_REASON = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A verified service account, as TokenReview described it."""
+
+    scope: Scope
+    username: str
+    uid: str
+    extra: dict[str, list[str]] = field(default_factory=dict)
+
+    def _first(self, key: str) -> str | None:
+        values = self.extra.get(key) or []
+        return values[0] if values else None
+
+    def audit_fields(self) -> dict[str, str | None]:
+        """Who called, for the audit record (no token material)."""
+        return {
+            "username": self.username,
+            "uid": self.uid,
+            "pod": self._first(_EXTRA_POD_NAME),
+            "pod_uid": self._first(_EXTRA_POD_UID),
+            "node": self._first(_EXTRA_NODE_NAME),
+            "credential_id": self._first(_EXTRA_CREDENTIAL_ID),
+        }
+
+
+class TokenReviewer(Protocol):
+    """Turns a bearer token into a verified caller."""
+
+    def review(self, token: str) -> Caller:
+        """The caller the token proves.
+
+        Raises AuthenticationError (401) for invalid tokens, NotServiceAccountError (403) for
+        tokens of users or nodes, UnavailableError (503) when no answer can be had.
+        """
+        ...
+
+    def check_ready(self) -> None:
+        """Raise UnavailableError when TokenReview cannot be reached or is not permitted."""
+        ...
+
+
+def api_client(kubeconfig: Path | None) -> client.ApiClient:
+    """A kubernetes ApiClient from a kubeconfig file, or in-cluster configuration."""
+    configuration = client.Configuration()
+    try:
+        if kubeconfig is not None:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(kubeconfig), client_configuration=configuration
+            )
+        else:
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+    except (config.ConfigException, OSError, ValueError) as exc:
+        where = kubeconfig or "the in-cluster service account"
+        raise ConfigurationError(f"cannot load Kubernetes credentials from {where}: {exc}") from exc
+    # Retry a refused connection once; never retry a read that timed out, so a slow API server
+    # costs one timeout, not several.
+    configuration.retries = urllib3.Retry(total=1, connect=1, read=0, status=0, redirect=0)
+    return client.ApiClient(configuration)
+
+
+def _reason(status: Any) -> str:
+    text = str(getattr(status, "error", None) or "the token was not accepted")
+    return text[:_MAX_REASON]
+
+
+class KubernetesTokenReviewer:
+    """TokenReview through the official client, scoped to the configured audiences."""
+
+    def __init__(self, api: client.ApiClient, audiences: tuple[str, ...], timeout: float) -> None:
+        self._api = client.AuthenticationV1Api(api)
+        self.audiences = audiences
+        self.timeout = timeout
+
+    def _create(self, token: str) -> Any:
+        body = client.V1TokenReview(
+            api_version="authentication.k8s.io/v1",
+            kind="TokenReview",
+            spec=client.V1TokenReviewSpec(token=token, audiences=list(self.audiences) or None),
+        )
+        try:
+            return self._api.create_token_review(body, _request_timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status in (401, 403):
+                # Our own credentials are wrong: an operator must act, callers can only retry.
+                log.error(
+                    "TokenReview refused the decryptor's credentials; it needs the ClusterRole "
+                    "system:auth-delegator",
+                    extra={"status": exc.status},
+                )
+            else:
+                log.warning("TokenReview failed", extra={"status": exc.status})
+            raise UnavailableError("token verification is unavailable; retry later") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            log.warning("TokenReview unreachable", extra={"error": type(exc).__name__})
+            raise UnavailableError("token verification is unavailable; retry later") from exc
+
+    def review(self, token: str) -> Caller:
+        status = self._create(token).status
+        if status is None or not status.authenticated:
+            raise AuthenticationError(f"the token was rejected: {_reason(status)}")
+        # Defence in depth: the API server already matched audiences, but a review that does not
+        # echo one of ours must not pass.
+        if self.audiences and not set(status.audiences or ()) & set(self.audiences):
+            raise AuthenticationError("the token is not valid for the Kamus audience")
+        user = status.user
+        username = str(getattr(user, "username", "") or "")
+        scope = Scope.from_username(username)
+        if scope is None:
+            raise NotServiceAccountError(
+                "only service-account tokens can decrypt; this token belongs to "
+                f"{username or 'an unnamed user'}"
+            )
+        extra = {
+            str(k): [str(x) for x in v] for k, v in (getattr(user, "extra", None) or {}).items()
+        }
+        return Caller(scope, username, str(getattr(user, "uid", "") or ""), extra)
+
+    def check_ready(self) -> None:
+        # A review of a token that cannot be valid proves the API is reachable and that our
+        # credentials may create TokenReviews (401/403 would raise UnavailableError).
+        self._create("kamus-readiness-probe")

@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import StaticReviewer  # type: ignore[import-not-found]
+from flask.testing import FlaskClient
+
+from kamus_kms.scope import Scope
+from kamus_kms.sealer import Sealer
+
+TOKEN_A = "token-team_a-app"
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def ciphertext(sealer: Sealer, team_a_app: Scope) -> str:
+    """A ciphertext for team-a/app."""
+    return sealer.seal(b"the-plaintext", team_a_app)
+
+
+def test_the_right_service_account_decrypts(
+    client: FlaskClient, ciphertext: str, audit_events: Callable[[], list[dict[str, Any]]]
+) -> None:
+    response = client.post("/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer(TOKEN_A))
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    assert response.get_data() == b"the-plaintext"
+    [event] = audit_events()
+    assert event["outcome"] == "allowed"
+    assert event["caller"]["username"] == "system:serviceaccount:team-a:app"
+    assert event["caller"]["pod"] == "pod-1"
+    assert event["items"][0]["namespace"] == "team-a"
+    assert event["items"][0]["key_id"] == "k1"
+    assert len(event["items"][0]["fingerprint"]) == 32
+
+
+@pytest.mark.parametrize(
+    ("token", "status", "code"),
+    [
+        ("token-team_a-other", 403, "scope_mismatch"),
+        ("token-team_b-app", 403, "scope_mismatch"),
+        ("token-team_a-default", 403, "default_service_account"),
+        ("token-of-alice", 403, "not_service_account"),
+        ("garbage", 401, "unauthorized"),
+    ],
+)
+def test_other_callers_are_denied_and_audited(
+    client: FlaskClient,
+    ciphertext: str,
+    audit_events: Callable[[], list[dict[str, Any]]],
+    token: str,
+    status: int,
+    code: str,
+) -> None:
+    response = client.post("/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer(token))
+    assert (response.status_code, response.get_json()["error"]) == (status, code)
+    assert b"the-plaintext" not in response.get_data()
+    [event] = audit_events()
+    assert (event["outcome"], event["reason"]) == ("denied", code)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": TOKEN_A},
+    ],
+)
+def test_missing_or_malformed_authorization_is_401(
+    client: FlaskClient, ciphertext: str, reviewer: StaticReviewer, headers: dict[str, str]
+) -> None:
+    response = client.post("/api/v1/decrypt", json={"data": ciphertext}, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert reviewer.reviews == 0
+
+
+def test_token_review_unavailable_is_503_and_never_decrypts(
+    client: FlaskClient, ciphertext: str, reviewer: StaticReviewer,
+    audit_events: Callable[[], list[dict[str, Any]]],
+) -> None:  # fmt: skip
+    reviewer.available = False
+    response = client.post("/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer(TOKEN_A))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert b"the-plaintext" not in response.get_data()
+    [event] = audit_events()
+    assert (event["outcome"], event["reason"]) == ("unavailable", "unavailable")
+    assert client.get("/readyz").status_code == 503
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"data": None},
+        {"data": 42},
+        {"data": ""},
+        {"data": "garbage"},
+        {"data": "kamus:v1:local:team-a:app:k1:AAAA"},
+        {"data": "C4gChhspnTa5yVqYmSitrg==:tr0Ke6OGUaUa8KZgMJg14g=="},
+    ],
+)
+def test_bad_bodies_are_400_and_audited(
+    client: FlaskClient, body: dict[str, Any], audit_events: Callable[[], list[dict[str, Any]]]
+) -> None:
+    response = client.post("/api/v1/decrypt", json=body, headers=_bearer(TOKEN_A))
+    assert response.status_code == 400
+    assert response.get_json()["error"] in {"invalid_request", "invalid_ciphertext"}
+    assert [e["outcome"] for e in audit_events()] == ["denied"]
+
+
+def test_a_header_edited_to_the_callers_scope_does_not_decrypt(
+    client: FlaskClient, sealer: Sealer
+) -> None:
+    text = sealer.seal(b"for team-b", Scope("team-b", "app"))
+    forged = text.replace(":team-b:app:", ":team-a:app:")
+    response = client.post("/api/v1/decrypt", json={"data": forged}, headers=_bearer(TOKEN_A))
+    assert (response.status_code, response.get_json()["error"]) == (400, "invalid_ciphertext")
+
+
+def test_batch_decrypts_all_items_with_one_review(
+    client: FlaskClient, sealer: Sealer, team_a_app: Scope, reviewer: StaticReviewer,
+    audit_events: Callable[[], list[dict[str, Any]]],
+) -> None:  # fmt: skip
+    items = {f"s{i}": sealer.seal(f"value-{i}".encode(), team_a_app) for i in range(5)}
+    response = client.post("/api/v1/decrypt/batch", json={"items": items}, headers=_bearer(TOKEN_A))
+    assert response.status_code == 200
+    assert response.get_json() == {"items": {f"s{i}": f"value-{i}" for i in range(5)}}
+    assert reviewer.reviews == 1
+    [event] = audit_events()
+    assert [item["name"] for item in event["items"]] == [f"s{i}" for i in range(5)]
+
+
+def test_batch_is_all_or_nothing(client: FlaskClient, sealer: Sealer, team_a_app: Scope) -> None:
+    items = {
+        "mine": sealer.seal(b"mine", team_a_app),
+        "theirs": sealer.seal(b"theirs", Scope("team-b", "app")),
+    }
+    response = client.post("/api/v1/decrypt/batch", json={"items": items}, headers=_bearer(TOKEN_A))
+    assert (response.status_code, response.get_json()["error"]) == (403, "scope_mismatch")
+    assert b"mine" not in response.get_data()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"items": []},
+        {"items": {}},
+        {"items": {"a": 1}},
+        {"items": {"": "x"}},
+        {"items": {f"n{i}": "x" for i in range(6)}},
+    ],
+)
+def test_batch_bad_bodies_are_400(client: FlaskClient, body: dict[str, Any]) -> None:
+    response = client.post("/api/v1/decrypt/batch", json=body, headers=_bearer(TOKEN_A))
+    assert (response.status_code, response.get_json()["error"]) == (400, "invalid_request")
+
+
+def test_oversized_body_is_413(client: FlaskClient) -> None:
+    response = client.post("/api/v1/decrypt", json={"data": "x" * 60_000}, headers=_bearer(TOKEN_A))
+    assert (response.status_code, response.get_json()["error"]) == (413, "payload_too_large")
+
+
+def test_audit_and_logs_never_hold_the_plaintext_or_token(
+    client: FlaskClient, ciphertext: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client.post("/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer(TOKEN_A))
+    client.post("/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer("token-team_b-app"))
+    out = capsys.readouterr()
+    logged = out.out + out.err
+    assert '"audit":true' in logged
+    assert "the-plaintext" not in logged
+    assert TOKEN_A not in logged
+    assert ciphertext not in logged

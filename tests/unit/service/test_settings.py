@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kamus_kms.errors import ConfigurationError
+from kamus_kms.keyring import Keyring
+from kamus_service.settings import SPEC, load_settings
+
+AUDIT_KEY = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="  # 32 bytes
+
+
+@pytest.fixture
+def keyring_json(keyring: Keyring) -> str:
+    """A valid keyring document."""
+    return keyring.to_json()
+
+
+def test_defaults_are_safe(keyring_json: str) -> None:
+    settings = load_settings(
+        "decryptor", {"KAMUS_KEYRING": keyring_json, "KAMUS_AUDIT_KEY": AUDIT_KEY}
+    )
+    assert settings.dev_mode is False
+    assert settings.token_audiences == ("kamus",)
+    assert settings.allow_default_service_account is False
+    assert settings.max_plaintext_bytes == 65536
+    assert settings.padding_bucket == 32
+
+
+@pytest.mark.parametrize("service", ["encryptor", "decryptor"])
+def test_missing_keys_are_a_startup_error(service: str) -> None:
+    with pytest.raises(ConfigurationError, match="KAMUS_KEYRING"):
+        load_settings(service, {})  # type: ignore[arg-type]
+
+
+def test_decryptor_requires_an_audit_key(keyring_json: str) -> None:
+    with pytest.raises(ConfigurationError, match="KAMUS_AUDIT_KEY"):
+        load_settings("decryptor", {"KAMUS_KEYRING": keyring_json})
+
+
+def test_every_problem_is_reported_at_once(keyring_json: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(
+            "decryptor",
+            {
+                "KAMUS_KEYRING": keyring_json,
+                "KAMUS_AUDIT_KEY": "short",
+                "KAMUS_MAX_PLAINTEXT_BYTES": "-1",
+                "KAMUS_DEV_MODE": "maybe",
+                "KAMUS_TYPO": "1",
+            },
+        )
+    assert len(caught.value.problems) == 4
+    assert not any("short" in problem for problem in caught.value.problems)
+
+
+def test_secret_values_can_come_from_files(keyring_json: str, tmp_path: Path) -> None:
+    (tmp_path / "keyring").write_text(keyring_json)
+    (tmp_path / "audit").write_text(AUDIT_KEY + "\n")
+    settings = load_settings(
+        "decryptor",
+        {
+            "KAMUS_KEYRING_FILE": str(tmp_path / "keyring"),
+            "KAMUS_AUDIT_KEY_FILE": str(tmp_path / "audit"),
+        },
+    )
+    assert settings.keyring == keyring_json
+    assert settings.audit_key is not None
+    assert len(settings.audit_key) == 32
+
+
+def test_a_value_and_its_file_together_are_refused(keyring_json: str, tmp_path: Path) -> None:
+    (tmp_path / "keyring").write_text(keyring_json)
+    with pytest.raises(ConfigurationError, match="not both"):
+        load_settings(
+            "encryptor",
+            {"KAMUS_KEYRING": keyring_json, "KAMUS_KEYRING_FILE": str(tmp_path / "keyring")},
+        )
+
+
+def test_empty_audiences_mean_the_api_server_default(keyring_json: str) -> None:
+    settings = load_settings(
+        "decryptor",
+        {"KAMUS_KEYRING": keyring_json, "KAMUS_AUDIT_KEY": AUDIT_KEY, "KAMUS_TOKEN_AUDIENCES": ""},
+    )
+    assert settings.token_audiences == ()
+
+
+def test_dev_mode_needs_no_keys() -> None:
+    assert load_settings("decryptor", {"KAMUS_DEV_MODE": "true"}).dev_mode
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).parents[3] / "README.md").read_text("utf-8")
+    missing = [v.env for v in SPEC if f"`{v.env}`" not in readme]
+    assert missing == []
