@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Creates .venv at the repository root and installs Kamus with its test tools into it.
+# Idempotent: reinstalls only when pyproject.toml changed since the last run.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+python="${PYTHON:-python3}"
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "Kamus needs Python 3.11 or newer as '$python' (set PYTHON=...)" >&2
+  exit 1
+fi
+if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
+  echo "installing python3-venv (Debian)" >&2
+  apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+fi
+
+stamp=".venv/.kamus-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+  echo "$want" > "$stamp"
+fi
