@@ -19,12 +19,7 @@ def read_json_object(request: Request) -> dict[str, Any]:
     """
     if not request.is_json:
         raise UnsupportedMediaTypeError("send the body as JSON with Content-Type: application/json")
-    try:
-        raw = request.get_data(cache=False)
-    except RequestEntityTooLarge as exc:
-        raise PayloadTooLargeError(
-            f"the request body is larger than {request.max_content_length} bytes"
-        ) from exc
+    raw = _read_body(request)
     if not raw.strip():
         raise InvalidRequestError("the request body is empty; expected a JSON object")
     try:
@@ -34,6 +29,24 @@ def read_json_object(request: Request) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise InvalidRequestError("the request body must be a JSON object")
     return document
+
+
+def _read_body(request: Request) -> bytes:
+    limit = request.max_content_length
+    too_large = PayloadTooLargeError(f"the request body is larger than {limit} bytes")
+    if request.content_length is None and limit is not None:
+        # Chunked body: werkzeug would silently cut it at the limit, so read one byte more from
+        # the server's (already de-chunked) input to tell "exactly the limit" from "too large".
+        if not request.environ.get("wsgi.input_terminated"):
+            return b""
+        raw: bytes = request.environ["wsgi.input"].read(limit + 1)
+        if len(raw) > limit:
+            raise too_large
+        return raw
+    try:
+        return request.get_data(cache=False)
+    except RequestEntityTooLarge as exc:
+        raise too_large from exc
 
 
 def require_text(document: dict[str, Any], field: str) -> str:

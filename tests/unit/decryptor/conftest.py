@@ -4,46 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from reviewer_double import StaticReviewer
 
 from kamus_decryptor import create_app
-from kamus_decryptor.tokenreview import Caller
-from kamus_kms.errors import AuthenticationError, NotServiceAccountError, UnavailableError
 from kamus_kms.keyring import Keyring
-from kamus_kms.scope import Scope
 from kamus_service.settings import Settings
-
-
-@dataclass
-class StaticReviewer:
-    """TokenReview double: `token-<ns>-<sa>` proves that service account, others fail."""
-
-    available: bool = True
-    reviews: int = 0
-    users: dict[str, str] = field(default_factory=dict)
-
-    def review(self, token: str) -> Caller:
-        self.reviews += 1
-        if not self.available:
-            raise UnavailableError("token verification is unavailable; retry later")
-        if token in self.users:
-            raise NotServiceAccountError(f"only service-account tokens can decrypt; {token}")
-        parts = token.split("-", 2)
-        if len(parts) != 3 or parts[0] != "token":
-            raise AuthenticationError("the token was rejected: invalid bearer token")
-        scope = Scope(parts[1].replace("_", "-"), parts[2])
-        extra = {"authentication.kubernetes.io/pod-name": ["pod-1"]}
-        return Caller(scope, f"system:serviceaccount:{scope.namespace}:{scope.service_account}",
-                      "uid-1", extra)  # fmt: skip
-
-    def check_ready(self) -> None:
-        if not self.available:
-            raise UnavailableError("token verification is unavailable")
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import StaticReviewer  # type: ignore[import-not-found]
 from flask.testing import FlaskClient
+from reviewer_double import StaticReviewer
 
 from kamus_kms.scope import Scope
 from kamus_kms.sealer import Sealer

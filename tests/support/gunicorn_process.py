@@ -1,0 +1,95 @@
+"""Real gunicorn processes on 127.0.0.1 for integration tests, stopped by themselves."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+_LISTENING = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
+# The child sees only these from the test runner's environment, so no KAMUS_* leaks in.
+_PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+
+
+@dataclass
+class Service:
+    """A running gunicorn service: its URL and where its output goes."""
+
+    url: str
+    stdout: Path
+    stderr: Path
+    process: subprocess.Popen[bytes]
+
+    def output(self) -> str:
+        """Everything the service printed so far, stdout and stderr."""
+        return self.stdout.read_text("utf-8", "replace") + self.stderr.read_text("utf-8", "replace")
+
+
+def base_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """A minimal environment plus `extra`."""
+    env = {name: os.environ[name] for name in _PASSED_THROUGH if name in os.environ}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def gunicorn(
+    app: str, env: Mapping[str, str], logs: Path, *, workers: int = 2, ready_path: str = "/healthz"
+) -> Iterator[Service]:
+    """Run `gunicorn app` on a free loopback port until the block ends."""
+    logs.mkdir(parents=True, exist_ok=True)
+    name = app.split(":", maxsplit=1)[0]
+    stdout, stderr = logs / f"{name}.out", logs / f"{name}.err"
+    command = [
+        sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:0", "--workers", str(workers),
+        "--threads", "4", "--worker-class", "gthread", "--graceful-timeout", "2", app,
+    ]  # fmt: skip
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        process = subprocess.Popen(command, env=base_environment(env), stdout=out, stderr=err)
+    try:
+        service = Service(_wait_for_url(process, stderr), stdout, stderr, process)
+        _wait_until_serving(service, ready_path)
+        yield service
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_for_url(process: subprocess.Popen[bytes], stderr: Path) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        match = _LISTENING.search(stderr.read_text("utf-8", "replace"))
+        if match:
+            return match.group(1)
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited: {stderr.read_text('utf-8', 'replace')}")
+        time.sleep(0.05)
+    raise RuntimeError("gunicorn did not start listening within 30 s")
+
+
+def _wait_until_serving(service: Service, path: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited: {service.output()}")
+        try:
+            if requests.get(service.url + path, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{service.url}{path} not ready within 30 s: {service.output()}")
