@@ -10,6 +10,7 @@ The claims are those of a kube-apiserver (v1.29+):
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -49,10 +50,8 @@ def load_or_create_signing_key(path: str | os.PathLike[str]) -> rsa.RSAPrivateKe
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(pem)
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.link(temporary, target)
-            except FileExistsError:
-                pass
         finally:
             os.unlink(temporary)
     key = serialization.load_pem_private_key(target.read_bytes(), password=None)

@@ -16,13 +16,13 @@ from kamus_service.settings import Settings
 log = logging.getLogger("kamus.keys")
 
 _DEV_WARNING = (
-    "DEVELOPMENT MODE: using keys generated into {path}. Anyone with that file can decrypt every "
-    "secret. Never run development mode in production."
+    "DEVELOPMENT MODE: using the {what} generated into {path}. Never run development mode in "
+    "production."
 )
 
 
-def _warn_dev(path: os.PathLike[str] | str) -> None:
-    message = _DEV_WARNING.format(path=path)
+def _warn_dev(what: str, path: Path) -> None:
+    message = _DEV_WARNING.format(what=what, path=path)
     log.warning(message)
     print(f"\n*** {message} ***\n", file=sys.stderr, flush=True)
 
@@ -33,7 +33,7 @@ def provider_from_settings(settings: Settings) -> KeyProvider:
         return LocalKeyringProvider(Keyring.from_json(settings.keyring))
     path = settings.dev_dir / "keyring.json"
     create_once(path, Keyring.generate().to_json().encode("utf-8"))
-    _warn_dev(path)
+    _warn_dev("keyring (anyone with this file can decrypt every secret)", path)
     return LocalKeyringProvider(Keyring.load(path))
 
 
@@ -52,7 +52,7 @@ def audit_key_from_settings(settings: Settings) -> bytes:
         return settings.audit_key
     path = settings.dev_dir / "audit.key"
     create_once(path, os.urandom(32))
-    _warn_dev(path)
+    _warn_dev("audit fingerprint key", path)
     return path.read_bytes()
 
 

@@ -1,0 +1,1 @@
+"""Development tools of Kamus: a stand-in of the Kubernetes API that issues and reviews tokens."""

@@ -1,0 +1,191 @@
+"""`kamus-dev`: the whole Kamus on 127.0.0.1 for development, and tokens to try it with.
+
+``kamus-dev up`` runs the development token authority (a stand-in of the Kubernetes API) in this
+process and the encryptor and decryptor as real gunicorn processes in development mode, which
+generate their keys into the state folder. ``kamus-dev token`` mints a pod token from that
+authority, as the kubelet would project it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+import requests
+from werkzeug.serving import make_server
+
+from kamus_dev.authority import TokenAuthority, create_authority_app
+from kamus_dev.kubeconfig import mint_token, write_kubeconfig
+from kamus_dev.tokens import load_or_create_signing_key
+
+HOST = "127.0.0.1"
+STATE_FILE = "authority.json"
+_READY_TIMEOUT = 60.0
+
+
+def _service_command(app: str, port: int, workers: int) -> list[str]:
+    return [
+        sys.executable, "-m", "gunicorn", "--bind", f"{HOST}:{port}", "--workers", str(workers),
+        "--threads", "4", "--worker-class", "gthread", "--graceful-timeout", "5", app,
+    ]  # fmt: skip
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + _READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"kamus-dev: the service behind {url} exited; see its output above")
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"kamus-dev: {url} was not ready within {_READY_TIMEOUT:.0f} s")
+
+
+def _instructions(state: Path, authority: str, encryptor: str, decryptor: str) -> str:
+    return f"""
+Kamus is running in DEVELOPMENT MODE (keys in {state}/ - never use them in production)
+  token authority  {authority}
+  encryptor        {encryptor}
+  decryptor        {decryptor}
+
+Encrypt a secret for namespace team-a, service account app:
+  .venv/bin/kamus-cli encrypt -s 's3cr3t' -n team-a -a app -u {encryptor} --allow-insecure-url > secret.kamus
+
+Get a pod token for team-a/app (audience kamus), as the kubelet would project it:
+  .venv/bin/kamus-dev token -n team-a -a app --dir {state} > token
+
+Decrypt as that pod:
+  curl -s -H "Authorization: Bearer $(cat token)" -H 'Content-Type: application/json' \\
+       -d "{{\\"data\\": \\"$(cat secret.kamus)\\"}}" {decryptor}/api/v1/decrypt
+
+Or as the init container does (writes out/password, mode 0400):
+  mkdir -p in out && cp secret.kamus in/password
+  KAMUS_URL={decryptor} TOKEN_FILE_PATH=token .venv/bin/kamus-init -e in -d out -f files
+
+Audit events and request logs follow below as JSON lines. Ctrl-C stops everything.
+"""  # noqa: E501
+
+
+def up(args: argparse.Namespace) -> int:
+    """Run the token authority, encryptor and decryptor until interrupted."""
+    state: Path = args.dir.resolve()
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    authority = TokenAuthority(signing_key=load_or_create_signing_key(state / "authority-key.pem"))
+    server = make_server(HOST, args.authority_port, create_authority_app(authority), threaded=True)
+    authority_url = f"http://{HOST}:{server.port}"
+    threading.Thread(target=server.serve_forever, daemon=True, name="authority").start()
+
+    kubeconfig = state / "kubeconfig"
+    write_kubeconfig(kubeconfig, authority_url, authority.admin_token)
+    state_file = state / STATE_FILE
+    state_file.write_text(json.dumps({"url": authority_url, "admin_token": authority.admin_token}))
+    state_file.chmod(0o600)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAMUS_")}
+    env |= {
+        "KAMUS_DEV_MODE": "true",
+        "KAMUS_DEV_DIR": str(state),
+        "PYTHONUNBUFFERED": "1",
+    }
+    services = {
+        "encryptor": ("kamus_encryptor:create_app()", args.encryptor_port, {}),
+        "decryptor": ("kamus_decryptor:create_app()", args.decryptor_port,
+                      {"KAMUS_KUBECONFIG": str(kubeconfig)}),
+    }  # fmt: skip
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    urls: dict[str, str] = {}
+
+    def stop(signum: int = 0, frame: FrameType | None = None) -> None:
+        for process in processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        server.shutdown()
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    try:
+        for name, (app, port, extra) in services.items():
+            command = _service_command(app, port, args.workers)
+            processes[name] = subprocess.Popen(command, env=env | extra)  # noqa: S603
+            urls[name] = f"http://{HOST}:{port}"
+        for name, url in urls.items():
+            _wait_ready(url, processes[name])
+        print(_instructions(state, authority_url, urls["encryptor"], urls["decryptor"]), flush=True)
+        while all(process.poll() is None for process in processes.values()):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop()
+    print("kamus-dev: a service exited; stopped the others", file=sys.stderr)
+    return 1
+
+
+def token(args: argparse.Namespace) -> int:
+    """Print a token minted by the running authority."""
+    state_file: Path = args.dir / STATE_FILE
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        print(f"kamus-dev: no running authority found in {args.dir}; run `kamus-dev up` first",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    try:
+        minted = mint_token(
+            state["url"], state["admin_token"], args.namespace, args.service_account,
+            args.audience or ["kamus"], expiration_seconds=args.expiration_seconds, pod=args.pod,
+        )  # fmt: skip
+    except requests.RequestException as exc:
+        print(f"kamus-dev: {exc}", file=sys.stderr)
+        return 1
+    print(minted)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    top = argparse.ArgumentParser(prog="kamus-dev", description=__doc__.splitlines()[0])
+    commands = top.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("up", help="run the authority, encryptor and decryptor locally")
+    run.add_argument("--dir", type=Path, default=Path(".kamus-dev"), help="state folder")
+    run.add_argument("--authority-port", type=int, default=8440)
+    run.add_argument("--encryptor-port", type=int, default=8441)
+    run.add_argument("--decryptor-port", type=int, default=8442)
+    run.add_argument("--workers", type=int, default=2, help="gunicorn workers per service")
+    run.set_defaults(handler=up)
+    mint = commands.add_parser("token", help="print a pod token from the running authority")
+    mint.add_argument("-n", "--namespace", required=True)
+    mint.add_argument("-a", "--service-account", required=True)
+    mint.add_argument("--audience", action="append", help="repeatable; default: kamus")
+    mint.add_argument("--pod", help="bind the token to this pod name")
+    mint.add_argument("--expiration-seconds", type=int, default=3600)
+    mint.add_argument("--dir", type=Path, default=Path(".kamus-dev"), help="state folder")
+    mint.set_defaults(handler=token)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `kamus-dev` console script."""
+    args = parser().parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
