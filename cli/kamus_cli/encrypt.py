@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from kamus_cli.arguments import positive_seconds
 from kamus_cli.client import KamusClient, is_insecure, parse_base_url, user_agent
 from kamus_cli.errors import InputError, OutputError
 
@@ -53,7 +54,7 @@ def register(
     )
     parser.add_argument(
         "--timeout",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=DEFAULT_TIMEOUT,
         help=f"seconds to wait for the encryptor (default: {DEFAULT_TIMEOUT:g})",
     )
@@ -98,7 +99,11 @@ def read_secret(secret: str | None, secret_file: Path | None) -> str:
     """Return the secret from the flag, the file (as-is) or stdin (one trailing newline dropped)."""
     if secret is not None:
         # Arguments that are not UTF-8 reach Python as lone surrogates (surrogateescape).
-        return _checked(secret.encode("utf-8", "surrogateescape"), "the -s/--secret value")
+        try:
+            raw = secret.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError as exc:
+            raise InputError("the -s/--secret value is not valid UTF-8 text") from exc
+        return _checked(raw, "the -s/--secret value")
     if secret_file is not None:
         try:
             raw = secret_file.read_bytes()
@@ -134,16 +139,3 @@ def _checked(raw: bytes, origin: str) -> str:
     if not text:
         raise InputError(f"{origin} is empty; there is nothing to encrypt")
     return text
-
-
-def _positive_seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0 or seconds == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value!r}")
-    return seconds
-
-
-__all__ = ["read_secret", "register", "run", "write_ciphertext"]

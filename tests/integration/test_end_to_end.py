@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -161,7 +162,7 @@ def test_audit_has_one_event_per_attempt_and_no_secret_in_any_log(
         assert minted not in logs
 
 
-def _audit_events(service: Service) -> list[dict[str, object]]:
+def _audit_events(service: Service) -> list[dict[str, Any]]:
     lines = service.stdout.read_text("utf-8").splitlines()
     events = [json.loads(line) for line in lines if line.startswith("{")]
     return [event for event in events if event.get("audit")]
