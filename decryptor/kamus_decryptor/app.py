@@ -75,14 +75,25 @@ class Decryptor:
             )
         return caller
 
-    def open(self, event: AuditEvent, caller: Caller, text: str, name: str | None = None) -> str:
-        """Open one ciphertext for the caller, recording it in the audit event."""
-        try:
-            ciphertext = Ciphertext.parse(text)
-        except InvalidCiphertextError:
-            self.audit.record_item(event, text, None, name)
-            raise
-        self.audit.record_item(event, text, ciphertext, name)
+    def open_all(self, event: AuditEvent, caller: Caller, texts: dict[str, str]) -> dict[str, str]:
+        """Open every ciphertext for the caller, all or nothing.
+
+        Every header is parsed and recorded in the audit event before any is opened, so a denied
+        batch still shows everything it asked for.
+        """
+        parsed: dict[str, Ciphertext] = {}
+        for name, text in texts.items():
+            try:
+                parsed[name] = Ciphertext.parse(text)
+            except InvalidCiphertextError:
+                self.audit.record_item(event, text, None, name)
+            else:
+                self.audit.record_item(event, text, parsed[name], name)
+        if len(parsed) != len(texts):
+            raise InvalidCiphertextError
+        return {name: self._open(ciphertext, caller) for name, ciphertext in parsed.items()}
+
+    def _open(self, ciphertext: Ciphertext, caller: Caller) -> str:
         plaintext = self.sealer.open_parsed(ciphertext, caller.scope).plaintext
         try:
             return plaintext.decode("utf-8")
@@ -109,7 +120,7 @@ def decrypt() -> Response:
         with _audited("decrypt") as event:
             caller = decryptor.authenticate(event)
             text = require_text(read_json_object(request), "data")
-            plaintext = decryptor.open(event, caller, text)
+            plaintext = decryptor.open_all(event, caller, {"data": text})["data"]
     except KamusError as exc:
         decryptor.outcomes.labels("decrypt", exc.code).inc()
         raise
@@ -124,9 +135,7 @@ def decrypt_batch() -> Response:
         with _audited("decrypt_batch") as event:
             caller = decryptor.authenticate(event)
             items = _batch_items(read_json_object(request), decryptor.settings.max_batch_items)
-            opened = {
-                name: decryptor.open(event, caller, text, name) for name, text in items.items()
-            }
+            opened = decryptor.open_all(event, caller, items)
     except KamusError as exc:
         decryptor.outcomes.labels("decrypt_batch", exc.code).inc()
         raise

@@ -67,12 +67,10 @@ class AuditTrail:
         return digest.hexdigest()[:32]
 
     def record_item(
-        self, event: AuditEvent, text: str, ciphertext: Ciphertext | None, name: str | None = None
+        self, event: AuditEvent, text: str, ciphertext: Ciphertext | None, name: str
     ) -> None:
         """Add one ciphertext (parsed when it could be) to the event."""
-        item: dict[str, Any] = {"fingerprint": self.fingerprint(text)}
-        if name is not None:
-            item["name"] = name[:253]
+        item: dict[str, Any] = {"name": name[:253], "fingerprint": self.fingerprint(text)}
         if ciphertext is not None:
             item.update(
                 namespace=ciphertext.scope.namespace,

@@ -181,3 +181,24 @@ def test_audit_and_logs_never_hold_the_plaintext_or_token(
     assert "the-plaintext" not in logged
     assert TOKEN_A not in logged
     assert ciphertext not in logged
+
+
+def test_a_denied_batch_audits_every_item_it_asked_for(
+    client: FlaskClient,
+    sealer: Sealer,
+    team_a_app: Scope,
+    audit_events: Callable[[], list[dict[str, Any]]],
+) -> None:
+    items = {
+        "theirs": sealer.seal(b"theirs", Scope("team-b", "app")),
+        "mine": sealer.seal(b"mine", team_a_app),
+        "junk": "not-a-ciphertext",
+    }
+    response = client.post("/api/v1/decrypt/batch", json={"items": items}, headers=_bearer(TOKEN_A))
+    assert response.status_code == 400
+    [event] = audit_events()
+    assert [(i["name"], i.get("namespace")) for i in event["items"]] == [
+        ("theirs", "team-b"),
+        ("mine", "team-a"),
+        ("junk", None),
+    ]
