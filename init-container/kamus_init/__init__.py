@@ -1,0 +1,1 @@
+"""kamus-init: the init container that decrypts a pod's Kamus ciphertexts into files."""

@@ -1,0 +1,70 @@
+"""Retrying transient decryptor failures with exponential backoff and jitter, within a deadline."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from kamus_cli.errors import ServerUnavailableError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between attempts: ``initial * factor**n`` capped at ``maximum``, with jitter."""
+
+    initial: float = 0.5
+    factor: float = 2.0
+    maximum: float = 10.0
+    # A server asking for longer than this is not waited for beyond it.
+    max_retry_after: float = 30.0
+    # One attempt never waits longer than this, so a hung connection is retried.
+    attempt_timeout: float = 20.0
+
+    def delay(self, retry: int, retry_after: float | None, draw: Callable[[], float]) -> float:
+        """Return seconds to wait before retry number ``retry`` (0-based); ``draw`` is in [0, 1)."""
+        ceiling = min(self.maximum, self.initial * self.factor**retry)
+        # Jitter spreads the retries of many pods restarted together over time.
+        delay = ceiling * (0.5 + draw() / 2)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_retry_after))
+        return delay
+
+
+def call_with_retries(
+    call: Callable[[float], T],
+    *,
+    deadline: float,
+    backoff: Backoff | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    draw: Callable[[], float] = random.random,
+) -> T:
+    """Return ``call(attempt_timeout)``, retrying transient ServerUnavailableErrors.
+
+    Other errors propagate at once. When the next wait would pass ``deadline`` seconds from the
+    start, raises a non-transient ServerUnavailableError holding the last reason.
+    """
+    policy = backoff or Backoff()
+    end = clock() + deadline
+    retry = 0
+    while True:
+        remaining = end - clock()
+        try:
+            return call(min(remaining, policy.attempt_timeout))
+        except ServerUnavailableError as exc:
+            if not exc.transient:
+                raise
+            wait = policy.delay(retry, exc.retry_after, draw)
+            retry += 1
+            if clock() + wait >= end:
+                raise ServerUnavailableError(
+                    f"gave up after {retry} attempt(s) within the {deadline:g}s deadline: {exc}",
+                    transient=False,
+                    status=exc.status,
+                ) from exc
+            sleep(wait)

@@ -1,0 +1,63 @@
+"""Entry point of ``kamus-init``: read ciphertexts, decrypt them in one batch, write the outputs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from kamus_cli.client import KamusClient, user_agent
+from kamus_cli.errors import ClientError
+from kamus_cli.exitcodes import ExitCode, exit_code_for
+from kamus_init.backoff import Backoff, call_with_retries
+from kamus_init.credentials import read_token
+from kamus_init.formats import FORMATS, OutputSpec
+from kamus_init.outputs import write_atomically
+from kamus_init.settings import Settings, load_settings
+from kamus_init.sources import read_ciphertexts
+
+PROGRAM = "kamus-init"
+
+
+def run(settings: Settings, *, backoff: Backoff | None = None) -> int:
+    """Decrypt and write everything, returning the number of items; raises a ClientError."""
+    ciphertexts = read_ciphertexts(settings.encrypted_folders)
+    with KamusClient(
+        settings.kamus_url,
+        user_agent=user_agent(PROGRAM),
+        timeout=(backoff or Backoff()).attempt_timeout,
+    ) as client:
+
+        def attempt(timeout: float) -> dict[str, str]:
+            return client.decrypt_batch(
+                ciphertexts, token=read_token(settings.token_path), timeout=timeout
+            )
+
+        plaintexts = call_with_retries(attempt, deadline=settings.deadline, backoff=backoff)
+    render = FORMATS[settings.output_format]
+    files = render(plaintexts, OutputSpec(file_name=settings.decrypted_file_name))
+    write_atomically(settings.decrypted_path, files, mode=settings.file_mode)
+    return len(plaintexts)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run ``kamus-init`` and return its exit code (argparse exits 2 itself on usage errors)."""
+    try:
+        settings = load_settings(argv, os.environ if environ is None else environ)
+        count = run(settings)
+    except ClientError as exc:
+        print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except Exception as exc:
+        # The message of an unknown error might quote a secret; show only its type.
+        print(f"{PROGRAM}: unexpected error ({type(exc).__name__}); this is a bug", file=sys.stderr)
+        return ExitCode.UNEXPECTED
+    print(
+        f"{PROGRAM}: wrote {count} decrypted item(s) to {settings.decrypted_path}"
+        f" as {settings.output_format}"
+    )
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

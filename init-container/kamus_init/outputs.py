@@ -1,0 +1,42 @@
+"""Writing the output files atomically: all of them or none."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from kamus_cli.errors import OutputError
+
+
+def write_atomically(directory: Path, files: Mapping[str, bytes], *, mode: int) -> None:
+    """Write every ``{name: content}`` into ``directory`` with ``mode``, or none; OutputError.
+
+    Each file goes to a hidden temp file in ``directory`` first (same filesystem, so the rename
+    is atomic); only when all are written are they renamed into place. A rename replaces a
+    symlink at the target rather than following it.
+    """
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder {directory}: {exc.strerror}") from exc
+    for name in files:
+        if (directory / name).is_dir() and not (directory / name).is_symlink():
+            raise OutputError(f"{directory / name} is a directory; it cannot be replaced")
+    pending: list[tuple[Path, Path]] = []
+    try:
+        for name, content in files.items():
+            handle, temp_name = tempfile.mkstemp(dir=directory, prefix=".kamus-", suffix=".tmp")
+            pending.append((Path(temp_name), directory / name))
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(content)
+                stream.flush()
+                os.fchmod(stream.fileno(), mode)
+                os.fsync(stream.fileno())
+        for temp, target in pending:
+            os.replace(temp, target)
+    except OSError as exc:
+        for temp, _ in pending:
+            temp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write into {directory}: {exc.strerror}") from exc

@@ -1,0 +1,85 @@
+"""kamus-init reads every visible regular file of the encrypted folders as one ciphertext."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from canned_server import CannedServer
+from configmap_mounts import PREFIX, configmap_folder
+
+from kamus_cli.errors import InputError
+from kamus_init.main import main
+from kamus_init.sources import read_ciphertexts
+
+
+def test_configmap_symlinks_are_followed_and_hidden_entries_skipped(tmp_path: Path) -> None:
+    folder = configmap_folder(tmp_path / "cm", {"key": f"  {PREFIX}value \n"})
+    (folder / ".hidden").write_text("not a ciphertext")
+    (folder / "nested").mkdir()
+    (folder / "nested" / "inner").write_text("not read")
+
+    assert read_ciphertexts([folder]) == {"key": f"{PREFIX}value"}
+
+
+def test_folders_are_taken_comma_separated_and_repeated(
+    tmp_path: Path, decrypted: Path, environ: dict[str, str], decryptor: CannedServer
+) -> None:
+    one = configmap_folder(tmp_path / "one", {"a": PREFIX + "1"})
+    two = configmap_folder(tmp_path / "two", {"b": PREFIX + "2"})
+    three = configmap_folder(tmp_path / "three", {"c": PREFIX + "3"})
+
+    argv = ["-e", f"{one},{two}", "-e", str(three), "-d", str(decrypted), "-f", "files"]
+    assert main(argv, environ) == 0
+
+    assert decryptor.requests[0].body == {
+        "items": {"a": PREFIX + "1", "b": PREFIX + "2", "c": PREFIX + "3"}
+    }
+
+
+def test_the_same_folder_named_twice_is_read_once(tmp_path: Path) -> None:
+    folder = configmap_folder(tmp_path / "cm", {"key": PREFIX + "x"})
+
+    assert read_ciphertexts([folder, folder]) == {"key": PREFIX + "x"}
+
+
+@pytest.mark.parametrize(
+    ("layout", "reason"),
+    [
+        pytest.param({"one": {"key": "a"}, "two": {"key": "b"}}, "in both", id="same-name"),
+        pytest.param({"one": {}}, "no ciphertext", id="no-ciphertext"),
+        pytest.param({"one": {"key": " \n"}}, "is empty", id="empty-file"),
+    ],
+)
+def test_unusable_folders_are_input_errors(
+    tmp_path: Path, layout: dict[str, dict[str, str]], reason: str
+) -> None:
+    folders = [configmap_folder(tmp_path / name, data) for name, data in layout.items()]
+
+    with pytest.raises(InputError, match=reason):
+        read_ciphertexts(folders)
+
+
+def test_missing_folder_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot list"):
+        read_ciphertexts([tmp_path / "absent"])
+
+
+def test_dangling_symlink_is_an_input_error(tmp_path: Path) -> None:
+    folder = tmp_path / "cm"
+    folder.mkdir()
+    (folder / "key").symlink_to("gone")
+
+    with pytest.raises(InputError, match="cannot read"):
+        read_ciphertexts([folder])
+
+
+def test_folder_problems_exit_3_without_calling_the_decryptor(
+    tmp_path: Path, decrypted: Path, environ: dict[str, str], decryptor: CannedServer
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    assert main(["-e", str(empty), "-d", str(decrypted)], environ) == 3
+    assert decryptor.requests == []
+    assert list(decrypted.iterdir()) == []
