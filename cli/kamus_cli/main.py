@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from kamus_cli import encrypt
+from kamus_cli import encrypt, keyring
 from kamus_cli.client import package_version
 from kamus_cli.errors import ClientError
 from kamus_cli.exitcodes import ExitCode, exit_code_for
@@ -23,6 +23,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument("-V", "--version", action="version", version=package_version())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     encrypt.register(commands, environ)
+    keyring.register(commands, environ)
     return parser
 
 

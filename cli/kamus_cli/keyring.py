@@ -1,0 +1,94 @@
+"""The ``keyring`` command: create, rotate, retire and list the keys of a local keyring file.
+
+Operators run it against the keyring file before updating the Kubernetes Secret the services mount.
+It never prints key material.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from pathlib import Path
+
+from kamus_cli.errors import InputError, OutputError
+from kamus_kms.errors import ConfigurationError
+from kamus_kms.keyring import Keyring
+
+
+def register(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], environ: Mapping[str, str]
+) -> None:
+    """Add the ``keyring`` command and its actions to ``commands``."""
+    parser = commands.add_parser(
+        "keyring",
+        help="manage a local keyring file (new, rotate, retire, show)",
+        description="Manage the key versions of a local keyring file (docs/FORMAT.md).",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    new = actions.add_parser("new", help="create a keyring with one active random key")
+    new.add_argument("file", type=Path)
+    new.add_argument("--id", default="k1", help="id of the first key (default k1)")
+    new.set_defaults(run=_new)
+    rotate = actions.add_parser(
+        "rotate", help="add a new active key; the active one becomes decrypt-only"
+    )
+    rotate.add_argument("file", type=Path)
+    rotate.add_argument("--id", help="id of the new key (default k<N+1>)")
+    rotate.set_defaults(run=_rotate)
+    retire = actions.add_parser("retire", help="retire a decrypt-only key: it opens nothing more")
+    retire.add_argument("file", type=Path)
+    retire.add_argument("key_id")
+    retire.set_defaults(run=_retire)
+    show = actions.add_parser("show", help="list key ids, states and creation times")
+    show.add_argument("file", type=Path)
+    show.set_defaults(run=_show)
+
+
+def _load(path: Path) -> Keyring:
+    try:
+        return Keyring.load(path)
+    except ConfigurationError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def _save(keyring: Keyring, path: Path) -> None:
+    try:
+        keyring.save(path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from exc
+    _print(keyring)
+
+
+def _print(keyring: Keyring) -> None:
+    for version in keyring.versions:
+        print(f"{version.id}\t{version.state.value}\t{version.created}")
+
+
+def _new(args: argparse.Namespace) -> None:
+    if args.file.exists():
+        raise OutputError(f"{args.file} exists; refusing to replace a keyring")
+    try:
+        keyring = Keyring.generate(args.id)
+    except ConfigurationError as exc:
+        raise InputError(str(exc)) from exc
+    _save(keyring, args.file)
+
+
+def _rotate(args: argparse.Namespace) -> None:
+    try:
+        rotated = _load(args.file).rotate(args.id)
+    except ConfigurationError as exc:
+        raise InputError(str(exc)) from exc
+    _save(rotated, args.file)
+
+
+def _retire(args: argparse.Namespace) -> None:
+    try:
+        retired = _load(args.file).retire(args.key_id)
+    except ConfigurationError as exc:
+        raise InputError(str(exc)) from exc
+    _save(retired, args.file)
+
+
+def _show(args: argparse.Namespace) -> None:
+    _print(_load(args.file))
