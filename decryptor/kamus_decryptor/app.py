@@ -1,17 +1,24 @@
-"""The decryptor's app factory and routes: decrypt and batch decrypt for verified callers."""
+"""The decryptor's app factory and routes: decrypt, batch decrypt and rewrap, for verified pods."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CollectorRegistry, Counter
 
 from kamus_decryptor.audit import AuditEvent, AuditTrail
+from kamus_decryptor.auditfile import AuditFile
+from kamus_decryptor.jwks import OfflineTokenCheck, PrecheckedTokenReviewer
 from kamus_decryptor.openapi import OPENAPI
+from kamus_decryptor.ratelimit import FailureLimiter
+from kamus_decryptor.tokencache import CachingTokenReviewer, token_key
 from kamus_decryptor.tokenreview import (
     Caller,
     KubernetesTokenReviewer,
+    ReviewMetrics,
     TokenReviewer,
     api_client,
 )
@@ -22,6 +29,8 @@ from kamus_kms.errors import (
     InvalidCiphertextError,
     InvalidRequestError,
     KamusError,
+    RateLimitedError,
+    RequestError,
 )
 from kamus_kms.provider import KeyProvider
 from kamus_kms.sealer import Sealer
@@ -35,51 +44,80 @@ routes = Blueprint("decryptor", __name__)
 _MAX_ITEM_NAME = 253
 
 
+def _bearer_token() -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 class Decryptor:
-    """What the decrypt routes need, attached to the app."""
+    """What the decryptor routes need, attached to the app."""
 
     def __init__(
         self,
         sealer: Sealer,
+        *,
         reviewer: TokenReviewer,
         audit: AuditTrail,
+        limiter: FailureLimiter,
         settings: Settings,
         registry: CollectorRegistry,
     ) -> None:
         self.sealer = sealer
         self.reviewer = reviewer
         self.audit = audit
+        self.limiter = limiter
         self.settings = settings
         self.outcomes = Counter(
-            "kamus_decrypt", "Decrypt attempts by action and outcome", ["action", "reason"],
+            "kamus_decrypt", "Decryptor attempts by action and reason", ["action", "reason"],
             registry=registry,
         )  # fmt: skip
 
+    @contextmanager
+    def attempt(self, action: str) -> Iterator[AuditEvent]:
+        """One audited, rate-limited, counted attempt; yields its audit event."""
+        token = _bearer_token()
+        source = request.remote_addr or "unknown"
+        keys = (f"source:{source}", f"token:{token_key(token)}" if token else None)
+        try:
+            with self.audit.attempt(
+                action, g.request_id, source, request.headers.get("User-Agent")
+            ) as event:
+                self.limiter.check(*keys)
+                try:
+                    yield event
+                except RateLimitedError:
+                    raise
+                except RequestError:
+                    self.limiter.record_failure(*keys)
+                    raise
+        except KamusError as exc:
+            self.outcomes.labels(action, exc.code).inc()
+            raise
+        self.outcomes.labels(action, "ok").inc()
+
     def authenticate(self, event: AuditEvent) -> Caller:
         """The verified caller of this request, recorded in the audit event."""
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        token = _bearer_token()
+        if token is None:
             raise AuthenticationError(
                 "send the pod's service-account token as 'Authorization: Bearer <token>'"
             )
         caller = self.reviewer.review(token)
         event.set_caller(caller)
-        if (
-            caller.scope.is_default_service_account
-            and not self.settings.allow_default_service_account
-        ):
+        allow_default = self.settings.allow_default_service_account
+        if caller.scope.is_default_service_account and not allow_default:
             raise DefaultServiceAccountForbiddenError(
                 "pods running as the `default` service account cannot decrypt; "
                 "give the workload a dedicated service account"
             )
         return caller
 
-    def open_all(self, event: AuditEvent, caller: Caller, texts: dict[str, str]) -> dict[str, str]:
-        """Open every ciphertext for the caller, all or nothing.
+    def parse_all(self, event: AuditEvent, texts: dict[str, str]) -> dict[str, Ciphertext]:
+        """Parse every ciphertext and record it in the audit event, all or nothing.
 
-        Every header is parsed and recorded in the audit event before any is opened, so a denied
-        batch still shows everything it asked for.
+        Every header is recorded before anything is opened, so a denied batch still shows all it
+        asked for.
         """
         parsed: dict[str, Ciphertext] = {}
         for name, text in texts.items():
@@ -91,6 +129,11 @@ class Decryptor:
                 self.audit.record_item(event, text, parsed[name], name)
         if len(parsed) != len(texts):
             raise InvalidCiphertextError
+        return parsed
+
+    def open_all(self, event: AuditEvent, caller: Caller, texts: dict[str, str]) -> dict[str, str]:
+        """Open every ciphertext for the caller, all or nothing."""
+        parsed = self.parse_all(event, texts)
         return {name: self._open(ciphertext, caller) for name, ciphertext in parsed.items()}
 
     def _open(self, ciphertext: Ciphertext, caller: Caller) -> str:
@@ -106,41 +149,38 @@ def _decryptor() -> Decryptor:
     return decryptor
 
 
-def _audited(action: str) -> Any:
-    decryptor = _decryptor()
-    return decryptor.audit.attempt(
-        action, g.request_id, request.remote_addr, request.headers.get("User-Agent")
-    )
-
-
 @routes.post("/api/v1/decrypt")
 def decrypt() -> Response:
     decryptor = _decryptor()
-    try:
-        with _audited("decrypt") as event:
-            caller = decryptor.authenticate(event)
-            text = require_text(read_json_object(request), "data")
-            plaintext = decryptor.open_all(event, caller, {"data": text})["data"]
-    except KamusError as exc:
-        decryptor.outcomes.labels("decrypt", exc.code).inc()
-        raise
-    decryptor.outcomes.labels("decrypt", "ok").inc()
+    with decryptor.attempt("decrypt") as event:
+        caller = decryptor.authenticate(event)
+        text = require_text(read_json_object(request), "data")
+        plaintext = decryptor.open_all(event, caller, {"data": text})["data"]
     return Response(plaintext, mimetype="text/plain")
 
 
 @routes.post("/api/v1/decrypt/batch")
 def decrypt_batch() -> Response:
     decryptor = _decryptor()
-    try:
-        with _audited("decrypt_batch") as event:
-            caller = decryptor.authenticate(event)
-            items = _batch_items(read_json_object(request), decryptor.settings.max_batch_items)
-            opened = decryptor.open_all(event, caller, items)
-    except KamusError as exc:
-        decryptor.outcomes.labels("decrypt_batch", exc.code).inc()
-        raise
-    decryptor.outcomes.labels("decrypt_batch", "ok").inc()
+    with decryptor.attempt("decrypt_batch") as event:
+        caller = decryptor.authenticate(event)
+        items = _batch_items(read_json_object(request), decryptor.settings.max_batch_items)
+        opened = decryptor.open_all(event, caller, items)
     return jsonify(items=opened)
+
+
+@routes.post("/api/v1/rewrap")
+def rewrap() -> Response:
+    decryptor = _decryptor()
+    with decryptor.attempt("rewrap") as event:
+        caller = decryptor.authenticate(event)
+        text = require_text(read_json_object(request), "data")
+        ciphertext = decryptor.parse_all(event, {"data": text})["data"]
+        # The plaintext exists only inside this call: it is sealed again at once, for the same
+        # scope, under the provider's current key.
+        plaintext = decryptor.sealer.open_parsed(ciphertext, caller.scope).plaintext
+        rewrapped = decryptor.sealer.seal(plaintext, ciphertext.scope)
+    return Response(rewrapped, mimetype="text/plain")
 
 
 def _batch_items(body: dict[str, Any], limit: int) -> dict[str, str]:
@@ -157,6 +197,20 @@ def _batch_items(body: dict[str, Any], limit: int) -> dict[str, str]:
     return items
 
 
+def _reviewer(settings: Settings, metrics: ReviewMetrics) -> TokenReviewer:
+    api = api_client(settings.kubeconfig)
+    reviewer: TokenReviewer = KubernetesTokenReviewer(
+        api, settings.token_audiences, settings.tokenreview_timeout_seconds, metrics
+    )
+    if settings.token_verification == "hybrid":  # noqa: S105 (a mode name)
+        offline = OfflineTokenCheck.from_api(
+            api, settings.token_audiences, settings.token_issuer,
+            settings.tokenreview_timeout_seconds,
+        )  # fmt: skip
+        reviewer = PrecheckedTokenReviewer(offline, reviewer)
+    return reviewer
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -164,7 +218,10 @@ def create_app(
     reviewer: TokenReviewer | None = None,
     registry: CollectorRegistry | None = None,
 ) -> Flask:
-    """The decryptor app; settings from the environment unless given."""
+    """The decryptor app; settings from the environment unless given.
+
+    A given `reviewer` is used as is; the one built from settings is wrapped in the review cache.
+    """
     if settings is None:
         with exit_on_configuration_error("kamus-decryptor"):
             return create_app(
@@ -172,13 +229,23 @@ def create_app(
             )
     configure_logging(settings.log_level)
     provider = provider or provider_from_settings(settings)
-    if reviewer is None:
-        reviewer = KubernetesTokenReviewer(
-            api_client(settings.kubeconfig),
-            settings.token_audiences,
-            settings.tokenreview_timeout_seconds,
-        )
     registry = registry or CollectorRegistry()
+    metrics = ReviewMetrics(registry)
+    if reviewer is None:
+        reviewer = CachingTokenReviewer(
+            _reviewer(settings, metrics),
+            ttl=settings.tokenreview_cache_seconds,
+            failure_ttl=settings.tokenreview_failure_cache_seconds,
+            max_concurrent=settings.tokenreview_max_concurrent,
+            wait_timeout=settings.tokenreview_timeout_seconds,
+            metrics=metrics,
+        )
+    audit_key = audit_key_from_settings(settings)
+    audit_file = (
+        AuditFile(settings.audit_file, audit_key, fsync=settings.audit_fsync)
+        if settings.audit_file is not None
+        else None
+    )
     app = new_app(
         "kamus_decryptor",
         settings,
@@ -188,10 +255,13 @@ def create_app(
     )
     app.extensions["kamus_decryptor"] = Decryptor(
         sealer_from_settings(settings, provider),
-        reviewer,
-        AuditTrail(audit_key_from_settings(settings)),
-        settings,
-        registry,
+        reviewer=reviewer,
+        audit=AuditTrail(
+            audit_key, file=audit_file, fail_closed=settings.audit_policy == "fail-closed"
+        ),
+        limiter=FailureLimiter(settings.rate_limit_failures_per_minute),
+        settings=settings,
+        registry=registry,
     )
     app.register_blueprint(routes)
     return app

@@ -13,13 +13,19 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from kamus_decryptor.auditfile import AuditFile, AuditWriteError
 from kamus_decryptor.tokenreview import Caller
 from kamus_kms.ciphertext import Ciphertext
 from kamus_kms.errors import KamusError, UnavailableError
 
 _MAX_USER_AGENT = 256
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -34,6 +40,7 @@ class AuditEvent:
     reason: str = "internal_error"
     caller: dict[str, str | None] | None = None
     items: list[dict[str, Any]] = field(default_factory=list)
+    time: str = field(default_factory=_now)
 
     def set_caller(self, caller: Caller) -> None:
         """Record who the token proved the caller to be."""
@@ -43,6 +50,7 @@ class AuditEvent:
         """The event as log fields."""
         return {
             "audit": True,
+            "time": self.time,
             "action": self.action,
             "request_id": self.request_id,
             "outcome": self.outcome,
@@ -55,10 +63,23 @@ class AuditEvent:
 
 
 class AuditTrail:
-    """Emits audit events as JSON lines on the `kamus.audit` logger."""
+    """Emits audit events as JSON lines on stdout and, optionally, to a hash-chained file.
 
-    def __init__(self, fingerprint_key: bytes, logger: logging.Logger | None = None) -> None:
+    With `fail_closed`, an allowed attempt whose event cannot be written to the file becomes a
+    503: no plaintext leaves without its audit record.
+    """
+
+    def __init__(
+        self,
+        fingerprint_key: bytes,
+        *,
+        file: AuditFile | None = None,
+        fail_closed: bool = True,
+        logger: logging.Logger | None = None,
+    ) -> None:
         self._key = fingerprint_key
+        self._file = file
+        self._fail_closed = fail_closed
         self._log = logger or logging.getLogger("kamus.audit")
 
     def fingerprint(self, text: str) -> str:
@@ -90,11 +111,31 @@ class AuditTrail:
             yield event
         except UnavailableError as exc:
             event.outcome, event.reason = "unavailable", exc.code
+            self._emit(event, required=False)
             raise
         except KamusError as exc:
             event.outcome, event.reason = "denied", exc.code
+            self._emit(event, required=False)
             raise
-        else:
-            event.outcome, event.reason = "allowed", "ok"
-        finally:
-            self._log.info("audit", extra=event.as_fields())
+        except BaseException:
+            self._emit(event, required=False)
+            raise
+        event.outcome, event.reason = "allowed", "ok"
+        self._emit(event, required=self._fail_closed)
+
+    def _emit(self, event: AuditEvent, *, required: bool) -> None:
+        fields = event.as_fields()
+        if self._file is not None:
+            try:
+                record = self._file.append(fields)
+            except AuditWriteError as exc:
+                self._log.error("audit file write failed", extra={"error": str(exc)})
+                if required:
+                    event.outcome, event.reason = "unavailable", exc.code
+                    self._log.info("audit", extra=event.as_fields())
+                    raise
+            else:
+                # The chain position on stdout is the anchor `kamus-audit verify --head` checks
+                # the file against, so deleting its tail is detected too.
+                fields |= {"seq": record["seq"], "mac": record["mac"]}
+        self._log.info("audit", extra=fields)

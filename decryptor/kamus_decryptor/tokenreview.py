@@ -8,6 +8,7 @@ can fail to give an answer is UnavailableError (503): the decryptor fails closed
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,11 +16,13 @@ from typing import Any, Protocol
 import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from kamus_kms.errors import (
     AuthenticationError,
     ConfigurationError,
     NotServiceAccountError,
+    RequestError,
     UnavailableError,
 )
 from kamus_kms.scope import Scope
@@ -100,13 +103,57 @@ def _reason(status: Any) -> str:
     return text[:_MAX_REASON]
 
 
+class ReviewMetrics:
+    """Prometheus metrics of token verification."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.reviews = Counter(
+            "kamus_tokenreview_calls",
+            "TokenReview calls by result (authenticated, rejected, unavailable)",
+            ["result"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "kamus_tokenreview_duration_seconds",
+            "TokenReview call latency",
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.cache = Counter(
+            "kamus_tokenreview_cache", "Token verification cache lookups by result (hit, miss)",
+            ["result"], registry=registry,
+        )  # fmt: skip
+
+
 class KubernetesTokenReviewer:
     """TokenReview through the official client, scoped to the configured audiences."""
 
-    def __init__(self, api: client.ApiClient, audiences: tuple[str, ...], timeout: float) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        audiences: tuple[str, ...],
+        timeout: float,
+        metrics: ReviewMetrics | None = None,
+    ) -> None:
         self._api = client.AuthenticationV1Api(api)
         self.audiences = audiences
         self.timeout = timeout
+        self.metrics = metrics or ReviewMetrics(CollectorRegistry())
+
+    def review(self, token: str) -> Caller:
+        started = time.perf_counter()
+        try:
+            caller = self._review(token)
+        except RequestError:
+            self.metrics.reviews.labels("rejected").inc()
+            raise
+        except UnavailableError:
+            self.metrics.reviews.labels("unavailable").inc()
+            raise
+        finally:
+            self.metrics.latency.observe(time.perf_counter() - started)
+        self.metrics.reviews.labels("authenticated").inc()
+        return caller
 
     def _create(self, token: str) -> Any:
         body = client.V1TokenReview(
@@ -131,7 +178,7 @@ class KubernetesTokenReviewer:
             log.warning("TokenReview unreachable", extra={"error": type(exc).__name__})
             raise UnavailableError("token verification is unavailable; retry later") from exc
 
-    def review(self, token: str) -> Caller:
+    def _review(self, token: str) -> Caller:
         status = self._create(token).status
         if status is None or not status.authenticated:
             raise AuthenticationError(f"the token was rejected: {_reason(status)}")

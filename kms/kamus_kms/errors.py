@@ -14,6 +14,7 @@ humans and never contain plaintext, tokens or key material.
     │   ├── InvalidCiphertextError      the one opaque decrypt failure                  400
     │   ├── PayloadTooLargeError        plaintext or body above the configured limit    413
     │   ├── UnsupportedMediaTypeError   body is not JSON                                415
+    │   ├── RateLimitedError            too many failed attempts from a source or token 429
     │   ├── AuthenticationError         token missing, invalid, wrong audience          401
     │   └── ForbiddenError              authenticated but not allowed                   403
     │       ├── NotServiceAccountError  the token is not a service account's
@@ -88,6 +89,16 @@ class UnsupportedMediaTypeError(RequestError):
     """The request body is not JSON."""
 
     code = "unsupported_media_type"
+
+
+class RateLimitedError(RequestError):
+    """Too many failed attempts from this source or with this token; retry later."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int = 60) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 class AuthenticationError(RequestError):

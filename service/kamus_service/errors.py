@@ -17,6 +17,7 @@ from kamus_kms.errors import (
     ForbiddenError,
     KamusError,
     PayloadTooLargeError,
+    RateLimitedError,
     RequestError,
     UnavailableError,
     UnsupportedMediaTypeError,
@@ -30,6 +31,7 @@ _STATUS: tuple[tuple[type[KamusError], int], ...] = (
     (ForbiddenError, 403),
     (PayloadTooLargeError, 413),
     (UnsupportedMediaTypeError, 415),
+    (RateLimitedError, 429),
     (RequestError, 400),
     (UnavailableError, 503),
 )
@@ -61,7 +63,7 @@ def _kamus_error(error: KamusError) -> Response:
         log.error("unexpected error", exc_info=error)
         return error_response(500, "internal_error", "internal error; this is a bug in Kamus")
     response = error_response(status, error.code, str(error))
-    if isinstance(error, UnavailableError):
+    if isinstance(error, UnavailableError | RateLimitedError):
         response.headers["Retry-After"] = str(error.retry_after)
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="kamus"'

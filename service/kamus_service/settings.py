@@ -48,6 +48,30 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("must be zero or a positive number")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be zero or a positive integer")
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise ValueError("must be one of " + ", ".join(allowed))
+        return value
+
+    return parse
+
+
 def _audiences(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -121,6 +145,34 @@ SPEC: tuple[Variable, ...] = (
     Variable("TOKENREVIEW_TIMEOUT_SECONDS", _positive_float, "5",
              "Timeout of one TokenReview call; beyond it the request gets 503.",
              services=DECRYPTOR),
+    Variable("TOKENREVIEW_CACHE_SECONDS", _non_negative_float, "30",
+             "How long a successful TokenReview is reused for the same token (never beyond the "
+             "token's expiry); 0 disables caching.", services=DECRYPTOR),
+    Variable("TOKENREVIEW_FAILURE_CACHE_SECONDS", _non_negative_float, "5",
+             "How long a rejected token stays rejected without asking the API server again.",
+             services=DECRYPTOR),
+    Variable("TOKENREVIEW_MAX_CONCURRENT", _positive_int, "16",
+             "Most TokenReview calls in flight at once per worker process; beyond, requests "
+             "wait up to the TokenReview timeout, then get 503.", services=DECRYPTOR),
+    Variable("TOKEN_VERIFICATION", _choice("tokenreview", "hybrid"), "tokenreview",
+             "`tokenreview`: every new token is checked by TokenReview. `hybrid`: first checked "
+             "offline against the cluster's OIDC keys (signature, issuer, audience, expiry), "
+             "so garbage never reaches the API server.", services=DECRYPTOR),
+    Variable("TOKEN_ISSUER", str, None,
+             "Expected `iss` of tokens in hybrid mode; unset: the issuer of the cluster's OIDC "
+             "discovery document.", services=DECRYPTOR),
+    Variable("RATE_LIMIT_FAILURES_PER_MINUTE", _non_negative_int, "30",
+             "Failed attempts (400/401/403) allowed per source address and per token each "
+             "minute; beyond, 429 with Retry-After. 0 disables.", services=DECRYPTOR),
+    Variable("AUDIT_FILE", Path, None,
+             "Append-only, hash-chained audit file (docs/AUDIT.md), written and flushed before "
+             "each response; unset: audit events go to stdout only.", services=DECRYPTOR),
+    Variable("AUDIT_POLICY", _choice("fail-closed", "best-effort"), "fail-closed",
+             "When the audit file cannot be written: `fail-closed` answers 503 and returns no "
+             "plaintext; `best-effort` logs the failure and answers anyway.", services=DECRYPTOR),
+    Variable("AUDIT_FSYNC", _boolean, "true",
+             "fsync the audit file after each event (durable across a node crash).",
+             services=DECRYPTOR),
     Variable("MAX_BATCH_ITEMS", _positive_int, "256",
              "Most ciphertexts one batch decrypt may carry.", services=DECRYPTOR),
     Variable("AUDIT_KEY", _base64_key, None,
@@ -146,6 +198,15 @@ class Settings:
     token_audiences: tuple[str, ...] = ("kamus",)
     kubeconfig: Path | None = None
     tokenreview_timeout_seconds: float = 5.0
+    tokenreview_cache_seconds: float = 30.0
+    tokenreview_failure_cache_seconds: float = 5.0
+    tokenreview_max_concurrent: int = 16
+    token_verification: str = "tokenreview"  # noqa: S105 (a mode name, not a secret)
+    token_issuer: str | None = None
+    rate_limit_failures_per_minute: int = 30
+    audit_file: Path | None = None
+    audit_policy: str = "fail-closed"
+    audit_fsync: bool = True
     max_batch_items: int = 256
     audit_key: bytes | None = None
     log_level: str = "INFO"

@@ -1,0 +1,296 @@
+"""The append-only, tamper-evident audit file: one JSON record a line, each chained to the last.
+
+Record format (docs/AUDIT.md)::
+
+    {<event fields>..., "seq": N, "prev": <mac of record N-1, 64 zeros for N=1>, "mac": <hex>}
+
+``mac`` is HMAC-SHA256 over the canonical JSON (sorted keys, no spaces, UTF-8) of the record
+without ``mac``; ``prev`` is inside what it covers, so every record vouches for all records before
+it. The HMAC key is derived from the audit key with HKDF-SHA256 (info ``kamus audit chain v1``), so
+the chain key differs from the key of the ciphertext fingerprints in the same events. Without the
+key an edit cannot be hidden by recomputing the chain; deleting records at the very end can only
+be noticed against an anchor ``(seq, mac)`` kept elsewhere.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from kamus_kms.errors import ConfigurationError, UnavailableError
+
+GENESIS = "0" * 64
+_INFO = b"kamus audit chain v1"
+_MIN_KEY_BYTES = 32
+_TAIL_CHUNK = 8192
+
+
+class AuditWriteError(UnavailableError):
+    """The audit file cannot be appended to: an I/O failure or a torn last line."""
+
+    code = "audit_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """Outcome of :func:`verify`: the good prefix of the chain and the first problem, if any."""
+
+    ok: bool
+    records: int
+    last_seq: int
+    last_mac: str
+    problem: str | None = None
+    line: int | None = None
+
+
+def chain_key(key: bytes) -> bytes:
+    """Derive the HMAC key of the chain from the audit key."""
+    if len(key) < _MIN_KEY_BYTES:
+        raise ConfigurationError(f"the audit key must hold at least {_MIN_KEY_BYTES} bytes")
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(key)
+
+
+def _canonical(record: dict[str, Any]) -> bytes:
+    return json.dumps(
+        record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def _mac(chain: bytes, record: dict[str, Any]) -> str:
+    body = {name: value for name, value in record.items() if name != "mac"}
+    return hmac.new(chain, _canonical(body), hashlib.sha256).hexdigest()
+
+
+class AuditFile:
+    """Appends chained records to one file; safe across threads and worker processes.
+
+    The file is opened anew for every append: a descriptor inherited across ``fork`` would share
+    one ``flock`` between gunicorn workers and exclude nobody.
+    """
+
+    def __init__(self, path: Path, key: bytes, *, fsync: bool = True) -> None:
+        self.path = path
+        self._chain = chain_key(key)
+        self._fsync = fsync
+        self._lock = threading.Lock()
+
+    def append(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Write ``event`` as the next record and return the record; raises AuditWriteError."""
+        # A JSON round trip gives a plain copy equal to what a reader will parse back, and turns
+        # lone surrogates (possible in request-supplied names) into "?" instead of failing.
+        fields = json.loads(_canonical_lossy(event))
+        with self._lock:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise AuditWriteError(
+                    f"cannot open audit file {self.path}: {exc.strerror}"
+                ) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                seq, prev = self._last(fd)
+                record = {**fields, "seq": seq + 1, "prev": prev}
+                record["mac"] = _mac(self._chain, record)
+                line = _canonical(record) + b"\n"
+                # One write of the whole line: with O_APPEND it lands at the end in one piece.
+                if os.write(fd, line) != len(line):
+                    raise AuditWriteError(
+                        f"short write to audit file {self.path}; it now ends with a partial line"
+                    )
+                if self._fsync:
+                    os.fsync(fd)
+            except OSError as exc:
+                raise AuditWriteError(
+                    f"cannot write audit file {self.path}: {exc.strerror}"
+                ) from exc
+            finally:
+                os.close(fd)  # also releases the flock
+        return record
+
+    def _last(self, fd: int) -> tuple[int, str]:
+        """Sequence number and MAC of the last record, read backwards from the end."""
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return 0, GENESIS
+        if os.pread(fd, 1, size - 1) != b"\n":
+            raise AuditWriteError(
+                f"audit file {self.path} ends with an incomplete line (a write was cut off by a "
+                f"crash or a full disk); run `kamus-audit verify {self.path}`, keep a copy, then "
+                "remove the partial last line to resume auditing"
+            )
+        line = _last_line(fd, size)
+        try:
+            record = json.loads(line)
+            seq, mac = record["seq"], record["mac"]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise AuditWriteError(
+                f"the last line of audit file {self.path} is not an audit record; "
+                f"run `kamus-audit verify {self.path}` and repair the file"
+            ) from exc
+        if not isinstance(seq, int) or not isinstance(mac, str):
+            raise AuditWriteError(
+                f"the last record of audit file {self.path} has no valid seq and mac; "
+                f"run `kamus-audit verify {self.path}` and repair the file"
+            )
+        return seq, mac
+
+
+def _canonical_lossy(event: dict[str, Any]) -> bytes:
+    text = json.dumps(event, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return text.encode("utf-8", "replace")
+
+
+def _last_line(fd: int, size: int) -> bytes:
+    """The last line, without its newline, of a file of ``size`` bytes that ends in a newline."""
+    start, tail = size - 1, b""
+    while start > 0:
+        step = min(_TAIL_CHUNK, start)
+        start -= step
+        tail = os.pread(fd, step, start) + tail
+        cut = tail.rfind(b"\n")
+        if cut >= 0:
+            return tail[cut + 1 :]
+    return tail
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield the records of an audit file in order, unverified; ValueError names a bad line."""
+    with path.open("rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            try:
+                record = json.loads(raw)
+            except ValueError as exc:
+                raise ValueError(f"line {number} is not a JSON record") from exc
+            if not isinstance(record, dict):
+                raise ValueError(f"line {number} is not a JSON object")  # noqa: TRY004 (bad data)
+            yield record
+
+
+@dataclass(slots=True)
+class _Line:
+    number: int
+    record: dict[str, Any] | None = None
+    problem: str = ""
+    bad_mac: bool = False
+
+
+def _same(left: str, right: str) -> bool:
+    return hmac.compare_digest(left.encode("utf-8"), right.encode("utf-8"))
+
+
+def _parse(number: int, raw: bytes, chain: bytes) -> _Line:
+    """Parse one line and check it on its own: complete, JSON, fields, MAC, canonical bytes."""
+    if not raw.endswith(b"\n"):
+        return _Line(number, problem="truncated: the last line is incomplete (cut mid-record)")
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):
+        return _Line(number, problem="truncated: the line is not valid JSON (cut or corrupted)")
+    if not isinstance(record, dict):
+        return _Line(number, problem="edited: the line is not a JSON object")
+    seq, prev, mac = record.get("seq"), record.get("prev"), record.get("mac")
+    if isinstance(seq, bool) or not (
+        isinstance(seq, int) and isinstance(prev, str) and isinstance(mac, str)
+    ):
+        return _Line(number, problem="edited: the record has no valid seq, prev and mac")
+    try:
+        genuine = _same(_mac(chain, record), mac)
+        canonical = _canonical(record) + b"\n" == raw
+    except ValueError:  # NaN or Infinity: never written by append
+        genuine = canonical = False
+    if not genuine:
+        return _Line(
+            number,
+            problem="edited: the MAC does not match the record's content (a field was changed, "
+            "the record was forged without the key, or the key is not the one that wrote it)",
+            bad_mac=True,
+        )
+    if not canonical:
+        return _Line(number, problem="edited: the record was rewritten (same content, new bytes)")
+    return _Line(number, record)
+
+
+def _lines(path: Path, chain: bytes, start: int = 1) -> Iterator[_Line]:
+    with path.open("rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            if number >= start:
+                yield _parse(number, raw, chain)
+
+
+def _follows(line: _Line, seq: int, mac: str) -> bool:
+    record = line.record
+    return record is not None and record["seq"] == seq + 1 and _same(record["prev"], mac)
+
+
+def _seq_later(path: Path, chain: bytes, start: int, seq: int) -> int | None:
+    """Line number of a genuine record with ``seq`` at or after line ``start``, if any."""
+    for line in _lines(path, chain, start):
+        if line.record is not None and line.record["seq"] == seq:
+            return line.number
+    return None
+
+
+def _broken_link(path: Path, chain: bytes, number: int, found: int, expected: int) -> str:
+    """Name what happened when the genuine record seq ``found`` stands where ``expected`` should."""
+    if found > expected:
+        later = _seq_later(path, chain, number + 1, expected)
+        if later is not None:
+            return f"reordered: record seq {found} comes before seq {expected} (line {later})"
+        missing = f"seq {expected}" if found == expected + 1 else f"seq {expected}..{found - 1}"
+        return f"deleted: {missing} missing before this record (seq {found})"
+    if found < expected:
+        return f"inserted: record seq {found} repeats an earlier sequence number (duplicate)"
+    return f"inserted: record seq {found} does not chain to the record before it (prev differs)"
+
+
+def verify(path: Path, key: bytes, *, head: tuple[int, str] | None = None) -> Verification:
+    """Check the whole chain of ``path`` and report the first problem with its 1-based line.
+
+    ``head`` is an anchor ``(seq, mac)`` kept elsewhere; with it, records deleted from the end
+    are detected too. Raises OSError if the file cannot be read.
+    """
+    chain = chain_key(key)
+    seq, mac, records = 0, GENESIS, 0
+    suspect: _Line | None = None  # a line whose MAC failed, judged once its successor is known
+    for line in _lines(path, chain):
+        if suspect is not None:
+            if _follows(line, seq, mac):
+                problem = (
+                    "inserted: this line is not part of the chain (its MAC is wrong and the "
+                    "next record follows the one before it)"
+                )
+                return Verification(False, records, seq, mac, problem, suspect.number)
+            break
+        if line.bad_mac:
+            suspect = line
+            continue
+        if line.record is None:
+            return Verification(False, records, seq, mac, line.problem, line.number)
+        if not _follows(line, seq, mac):
+            problem = _broken_link(path, chain, line.number, line.record["seq"], seq + 1)
+            return Verification(False, records, seq, mac, problem, line.number)
+        record = line.record
+        if head is not None and record["seq"] == head[0] and not _same(record["mac"], head[1]):
+            problem = (
+                f"edited: record seq {head[0]} differs from the anchor (the log was rewritten)"
+            )
+            return Verification(False, records, seq, mac, problem, line.number)
+        seq, mac, records = record["seq"], record["mac"], records + 1
+    if suspect is not None:
+        return Verification(False, records, seq, mac, suspect.problem, suspect.number)
+    if head is not None and head[0] > seq:
+        missing = f"seq {seq + 1}" if head[0] == seq + 1 else f"seq {seq + 1}..{head[0]}"
+        problem = f"deleted: {missing} missing at the end (the anchor is seq {head[0]})"
+        return Verification(False, records, seq, mac, problem, records + 1)
+    return Verification(True, records, seq, mac)
