@@ -7,8 +7,12 @@ import pytest
 from flask.testing import FlaskClient
 from reviewer_double import StaticReviewer
 
+from kamus_decryptor import create_app
+from kamus_kms.keyring import Keyring
+from kamus_kms.providers.local import LocalKeyringProvider
 from kamus_kms.scope import Scope
 from kamus_kms.sealer import Sealer
+from kamus_service.settings import Settings
 
 TOKEN_A = "token-team_a-app"
 
@@ -202,3 +206,67 @@ def test_a_denied_batch_audits_every_item_it_asked_for(
         ("mine", "team-a"),
         ("junk", None),
     ]
+
+
+def test_rewrap_moves_a_ciphertext_to_the_active_key_without_revealing_it(
+    keyring: Keyring, reviewer: StaticReviewer, team_a_app: Scope
+) -> None:
+    old = Sealer(LocalKeyringProvider(keyring)).seal(b"the-plaintext", team_a_app)
+    rotated = keyring.rotate()
+    settings = Settings(service="decryptor", keyring=rotated.to_json(), audit_key=b"k" * 32)
+    client = create_app(settings, reviewer=reviewer).test_client()
+    response = client.post("/api/v1/rewrap", json={"data": old}, headers=_bearer(TOKEN_A))
+    assert response.status_code == 200
+    new = response.get_data(as_text=True)
+    assert b"the-plaintext" not in response.get_data()
+    assert new.startswith("kamus:v1:local:team-a:app:k2:")
+    assert Sealer(LocalKeyringProvider(rotated)).open(new, team_a_app).plaintext == b"the-plaintext"
+
+
+@pytest.mark.parametrize(
+    ("token", "status"), [("token-team_b-app", 403), ("garbage", 401), ("token-team_a-other", 403)]
+)
+def test_rewrap_is_only_for_the_ciphertexts_own_scope(
+    client: FlaskClient, ciphertext: str, token: str, status: int
+) -> None:
+    response = client.post("/api/v1/rewrap", json={"data": ciphertext}, headers=_bearer(token))
+    assert response.status_code == status
+
+
+def test_repeated_failures_from_one_source_get_429_while_others_are_served(
+    keyring: Keyring, reviewer: StaticReviewer, ciphertext: str
+) -> None:
+    settings = Settings(service="decryptor", keyring=keyring.to_json(), audit_key=b"k" * 32,
+                        rate_limit_failures_per_minute=5)  # fmt: skip
+    client = create_app(settings, reviewer=reviewer).test_client()
+    attacker = {"REMOTE_ADDR": "10.0.0.66"}
+    statuses = [
+        client.post("/api/v1/decrypt", json={"data": ciphertext}, environ_base=attacker,
+                    headers=_bearer(f"token-team_b-app{i}")).status_code
+        for i in range(8)
+    ]  # fmt: skip
+    assert statuses == [403] * 5 + [429] * 3
+    limited = client.post("/api/v1/decrypt", json={"data": ciphertext}, environ_base=attacker,
+                          headers=_bearer(TOKEN_A))  # fmt: skip
+    assert (limited.status_code, limited.get_json()["error"]) == (429, "rate_limited")
+    assert int(limited.headers["Retry-After"]) > 0
+    legitimate = client.post(
+        "/api/v1/decrypt",
+        json={"data": ciphertext},
+        environ_base={"REMOTE_ADDR": "10.0.0.7"},
+        headers=_bearer(TOKEN_A),
+    )
+    assert legitimate.status_code == 200
+
+
+def test_successes_never_count_towards_the_limit(
+    keyring: Keyring, reviewer: StaticReviewer, ciphertext: str
+) -> None:
+    settings = Settings(service="decryptor", keyring=keyring.to_json(), audit_key=b"k" * 32,
+                        rate_limit_failures_per_minute=2)  # fmt: skip
+    client = create_app(settings, reviewer=reviewer).test_client()
+    for _ in range(20):
+        response = client.post(
+            "/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer(TOKEN_A)
+        )
+        assert response.status_code == 200
