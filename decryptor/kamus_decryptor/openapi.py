@@ -12,6 +12,7 @@ _DENIALS = {
     "403": error("Not a service account, the default service account, or scope_mismatch"),
     "413": error("Body too large"),
     "415": error("Body is not JSON"),
+    "429": error("Too many failed attempts from this address or token; see Retry-After"),
     "503": error("Token verification or the key provider is unavailable; see Retry-After"),
 }
 
@@ -58,6 +59,14 @@ OPENAPI: dict[str, Any] = document(
                 "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/BatchResponse"}}
                 },
+            },
+        ),
+        "/api/v1/rewrap": _operation(
+            "Re-seal the caller's own ciphertext under the active key; never returns plaintext",
+            "DecryptRequest",
+            {
+                "description": "The new ciphertext, same scope",
+                "content": {"text/plain": {"schema": {"type": "string", "pattern": "^kamus:v1:"}}},
             },
         ),
     },
