@@ -27,6 +27,7 @@ class ExitCode(enum.IntEnum):
     UNAVAILABLE = 6
     TLS = 7
     BAD_RESPONSE = 8
+    TAMPERED = 9  # kamus-audit verify found the audit file altered
 
 
 _BY_CLASS: tuple[tuple[type[ClientError], ExitCode], ...] = (

@@ -7,7 +7,7 @@ It never prints key material.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from kamus_cli.errors import InputError, OutputError
@@ -28,34 +28,33 @@ def register(
     new = actions.add_parser("new", help="create a keyring with one active random key")
     new.add_argument("file", type=Path)
     new.add_argument("--id", default="k1", help="id of the first key (default k1)")
-    new.set_defaults(run=_new)
+    new.set_defaults(run=_run_mapped(_new))
     rotate = actions.add_parser(
         "rotate", help="add a new active key; the active one becomes decrypt-only"
     )
     rotate.add_argument("file", type=Path)
     rotate.add_argument("--id", help="id of the new key (default k<N+1>)")
-    rotate.set_defaults(run=_rotate)
+    rotate.set_defaults(run=_run_mapped(_rotate))
     retire = actions.add_parser("retire", help="retire a decrypt-only key: it opens nothing more")
     retire.add_argument("file", type=Path)
     retire.add_argument("key_id")
-    retire.set_defaults(run=_retire)
+    retire.set_defaults(run=_run_mapped(_retire))
     show = actions.add_parser("show", help="list key ids, states and creation times")
     show.add_argument("file", type=Path)
-    show.set_defaults(run=_show)
+    show.set_defaults(run=_run_mapped(_show))
 
 
 def _load(path: Path) -> Keyring:
-    try:
-        return Keyring.load(path)
-    except ConfigurationError as exc:
-        raise InputError(str(exc)) from exc
+    return Keyring.load(path)
 
 
-def _save(keyring: Keyring, path: Path) -> None:
+def _save(keyring: Keyring, path: Path, *, exclusive: bool = False) -> None:
     try:
-        keyring.save(path)
+        written = keyring.save(path, exclusive=exclusive)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror}") from exc
+    if not written:
+        raise OutputError(f"{path} exists; refusing to replace a keyring")
     _print(keyring)
 
 
@@ -65,30 +64,30 @@ def _print(keyring: Keyring) -> None:
 
 
 def _new(args: argparse.Namespace) -> None:
-    if args.file.exists():
-        raise OutputError(f"{args.file} exists; refusing to replace a keyring")
-    try:
-        keyring = Keyring.generate(args.id)
-    except ConfigurationError as exc:
-        raise InputError(str(exc)) from exc
-    _save(keyring, args.file)
+    _save(Keyring.generate(args.id), args.file, exclusive=True)
 
 
 def _rotate(args: argparse.Namespace) -> None:
-    try:
-        rotated = _load(args.file).rotate(args.id)
-    except ConfigurationError as exc:
-        raise InputError(str(exc)) from exc
-    _save(rotated, args.file)
+    _save(_load(args.file).rotate(args.id), args.file)
 
 
 def _retire(args: argparse.Namespace) -> None:
-    try:
-        retired = _load(args.file).retire(args.key_id)
-    except ConfigurationError as exc:
-        raise InputError(str(exc)) from exc
-    _save(retired, args.file)
+    _save(_load(args.file).retire(args.key_id), args.file)
 
 
 def _show(args: argparse.Namespace) -> None:
     _print(_load(args.file))
+
+
+def _run_mapped(
+    action: Callable[[argparse.Namespace], None],
+) -> Callable[[argparse.Namespace], None]:
+    """The one place keyring problems become the CLI's input error (exit 3)."""
+
+    def run(args: argparse.Namespace) -> None:
+        try:
+            action(args)
+        except ConfigurationError as exc:
+            raise InputError(str(exc)) from exc
+
+    return run

@@ -44,7 +44,11 @@ class AuditWriteError(UnavailableError):
 
 @dataclass(frozen=True, slots=True)
 class Verification:
-    """Outcome of :func:`verify`: the good prefix of the chain and the first problem, if any."""
+    """Outcome of :func:`verify`: the good prefix of the chain and the first problem, if any.
+
+    ``records``, ``last_seq`` and ``last_mac`` describe the records verified before the problem
+    (all of them when ``ok``); ``line`` is the 1-based line of the problem.
+    """
 
     ok: bool
     records: int
@@ -72,6 +76,19 @@ def _mac(chain: bytes, record: dict[str, Any]) -> str:
     return hmac.new(chain, _canonical(body), hashlib.sha256).hexdigest()
 
 
+def _canonical_lossy(event: dict[str, Any]) -> bytes:
+    text = json.dumps(event, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return text.encode("utf-8", "replace")
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class AuditFile:
     """Appends chained records to one file; safe across threads and worker processes.
 
@@ -86,7 +103,11 @@ class AuditFile:
         self._lock = threading.Lock()
 
     def append(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Write ``event`` as the next record and return the record; raises AuditWriteError."""
+        """Write ``event`` as the next record and return the record as written.
+
+        Raises AuditWriteError when the file cannot take the record (nothing usable was written),
+        TypeError or ValueError when ``event`` is not JSON data.
+        """
         # A JSON round trip gives a plain copy equal to what a reader will parse back, and turns
         # lone surrogates (possible in request-supplied names) into "?" instead of failing.
         fields = json.loads(_canonical_lossy(event))
@@ -110,6 +131,8 @@ class AuditFile:
                     )
                 if self._fsync:
                     os.fsync(fd)
+                    if seq == 0:  # a new file: its directory entry must survive a crash too
+                        _fsync_directory(self.path)
             except OSError as exc:
                 raise AuditWriteError(
                     f"cannot write audit file {self.path}: {exc.strerror}"
@@ -144,11 +167,6 @@ class AuditFile:
                 f"run `kamus-audit verify {self.path}` and repair the file"
             )
         return seq, mac
-
-
-def _canonical_lossy(event: dict[str, Any]) -> bytes:
-    text = json.dumps(event, sort_keys=True, ensure_ascii=False, allow_nan=False)
-    return text.encode("utf-8", "replace")
 
 
 def _last_line(fd: int, size: int) -> bytes:

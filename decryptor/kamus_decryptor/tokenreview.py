@@ -174,8 +174,11 @@ class KubernetesTokenReviewer:
             else:
                 log.warning("TokenReview failed", extra={"status": exc.status})
             raise UnavailableError("token verification is unavailable; retry later") from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            log.warning("TokenReview unreachable", extra={"error": type(exc).__name__})
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            # ValueError: an answer the client cannot read (not JSON, not a TokenReview).
+            log.warning(
+                "TokenReview unreachable or unreadable", extra={"error": type(exc).__name__}
+            )
             raise UnavailableError("token verification is unavailable; retry later") from exc
 
     def _review(self, token: str) -> Caller:

@@ -26,6 +26,7 @@ from werkzeug.serving import make_server
 from kamus_dev.authority import TokenAuthority, create_authority_app
 from kamus_dev.kubeconfig import mint_token, write_kubeconfig
 from kamus_dev.tokens import load_or_create_signing_key
+from kamus_kms.privatefile import write_private
 
 HOST = "127.0.0.1"
 STATE_FILE = "authority.json"
@@ -89,9 +90,8 @@ def up(args: argparse.Namespace) -> int:
 
     kubeconfig = state / "kubeconfig"
     write_kubeconfig(kubeconfig, authority_url, authority.admin_token)
-    state_file = state / STATE_FILE
-    state_file.write_text(json.dumps({"url": authority_url, "admin_token": authority.admin_token}))
-    state_file.chmod(0o600)
+    state_file = json.dumps({"url": authority_url, "admin_token": authority.admin_token})
+    write_private(state / STATE_FILE, state_file.encode("utf-8"))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAMUS_")}
     env |= {

@@ -7,19 +7,16 @@ from pathlib import Path
 
 from kamus_cli.errors import InputError
 
-# A projected token with the `kamus` audience (see the chart) is preferred over the plain pod token.
+# The projected token with the `kamus` audience. There is deliberately no fallback to the pod's
+# default token: that one is valid against the Kubernetes API itself, and must not be sent to the
+# decryptor (possibly over plain http) unless an operator asks for it with TOKEN_FILE_PATH.
 KAMUS_TOKEN_PATH = Path("/var/run/secrets/kamus/token")
-KUBERNETES_TOKEN_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
 def token_path(environ: Mapping[str, str]) -> Path:
-    """Return $TOKEN_FILE_PATH, else the Kamus projected token if mounted, else the pod token."""
+    """Return $TOKEN_FILE_PATH, else the Kamus projected token path."""
     configured = environ.get("TOKEN_FILE_PATH", "").strip()
-    if configured:
-        return Path(configured)
-    if KAMUS_TOKEN_PATH.exists():
-        return KAMUS_TOKEN_PATH
-    return KUBERNETES_TOKEN_PATH
+    return Path(configured) if configured else KAMUS_TOKEN_PATH
 
 
 def read_token(path: Path) -> str:

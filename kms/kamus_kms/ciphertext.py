@@ -97,7 +97,9 @@ class Ciphertext:
     @classmethod
     def parse(cls, text: str) -> Ciphertext:
         """Parse the text form; every problem raises the one opaque InvalidCiphertextError."""
-        text = text.strip()
+        # Only ASCII whitespace (a trailing newline from a file or ConfigMap): stripping Unicode
+        # spaces would let different texts stand for one ciphertext.
+        text = text.strip(" \t\r\n")
         if len(text) > MAX_TEXT_CHARS or not text.startswith(PREFIX) or not text.isascii():
             raise InvalidCiphertextError
         fields = text[len(PREFIX) :].split(":")

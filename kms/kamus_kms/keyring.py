@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kamus_kms.errors import ConfigurationError
+from kamus_kms.privatefile import write_private
 
 KEY_BYTES = 32
 FORMAT_VERSION = 1
@@ -166,13 +167,12 @@ class Keyring:
         except OSError as exc:
             raise ConfigurationError(f"cannot read keyring file {path}: {exc.strerror}") from exc
 
-    def save(self, path: Path) -> None:
-        """Write the keyring atomically with mode 0600."""
-        temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(self.to_json())
-        temp.replace(path)
+    def save(self, path: Path, *, exclusive: bool = False) -> bool:
+        """Write the keyring atomically with mode 0600; with `exclusive`, never replace a file.
+
+        Returns False when `exclusive` and the file already exists.
+        """
+        return write_private(path, self.to_json().encode("utf-8"), exclusive=exclusive)
 
 
 def _parse_version(index: int, item: Any, problems: list[str]) -> KeyVersion | None:
@@ -193,6 +193,8 @@ def _parse_version(index: int, item: Any, problems: list[str]) -> KeyVersion | N
             raw = base64.b64decode(secret, validate=True)
         except binascii.Error:
             problems.append(f"{where}.secret is not valid base64")
+        if not raw:
+            problems.append(f"{where}.secret is empty")
     if not isinstance(key_id, str) or state not in {s.value for s in KeyState} or not raw:
         return None
     return KeyVersion(key_id, KeyState(state), raw, str(item.get("created", "")))

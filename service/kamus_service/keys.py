@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import sys
 from pathlib import Path
 
+from kamus_kms.errors import ConfigurationError
 from kamus_kms.keyring import Keyring
+from kamus_kms.privatefile import write_private
 from kamus_kms.provider import KeyProvider
 from kamus_kms.providers.local import LocalKeyringProvider
 from kamus_kms.sealer import Sealer
@@ -31,8 +34,13 @@ def provider_from_settings(settings: Settings) -> KeyProvider:
     """The configured provider; ConfigurationError when its keys are missing or invalid."""
     if settings.keyring is not None:
         return LocalKeyringProvider(Keyring.from_json(settings.keyring))
+    if not settings.dev_mode:
+        raise ConfigurationError(
+            "KAMUS_KEYRING or KAMUS_KEYRING_FILE is required (no default keys)"
+        )
     path = settings.dev_dir / "keyring.json"
-    create_once(path, Keyring.generate().to_json().encode("utf-8"))
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_private(path, Keyring.generate().to_json().encode("utf-8"), exclusive=True)
     _warn_dev("keyring (anyone with this file can decrypt every secret)", path)
     return LocalKeyringProvider(Keyring.load(path))
 
@@ -50,27 +58,13 @@ def audit_key_from_settings(settings: Settings) -> bytes:
     """The key of ciphertext fingerprints in audit events (generated only in development mode)."""
     if settings.audit_key is not None:
         return settings.audit_key
+    if not settings.dev_mode:
+        raise ConfigurationError(
+            "KAMUS_AUDIT_KEY or KAMUS_AUDIT_KEY_FILE is required (no default keys)"
+        )
     path = settings.dev_dir / "audit.key"
-    create_once(path, os.urandom(32))
-    _warn_dev("audit fingerprint key", path)
-    return path.read_bytes()
-
-
-def create_once(path: Path, content: bytes) -> bool:
-    """Create `path` (mode 0600) holding `content` unless it exists; True when this call did.
-
-    The content is written to a private temporary file first and then hard-linked into place, so
-    gunicorn workers starting together agree on one file and never read a half-written one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content)
-    try:
-        os.link(temp, path)
-    except FileExistsError:
-        return False
-    finally:
-        temp.unlink()
-    return True
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Base64 text, like KAMUS_AUDIT_KEY, so `kamus-audit --key-file` reads the same file.
+    write_private(path, base64.b64encode(os.urandom(32)) + b"\n", exclusive=True)
+    _warn_dev("audit key", path)
+    return base64.b64decode(path.read_bytes().strip())

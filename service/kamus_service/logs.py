@@ -51,3 +51,5 @@ def configure_logging(level: str) -> None:
     logger.propagate = False
     if not any(isinstance(h, StdoutHandler) for h in logger.handlers):
         logger.addHandler(StdoutHandler())
+    # Audit events are records, not diagnostics: KAMUS_LOG_LEVEL must never silence them.
+    logging.getLogger("kamus.audit").setLevel(logging.INFO)

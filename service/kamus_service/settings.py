@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -250,7 +251,10 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
     problems.extend(
         f"{name} is not a Kamus setting"
         for name in sorted(env)
-        if name.startswith(PREFIX) and name not in known and name not in _CLIENT_VARIABLES
+        if name.startswith(PREFIX)
+        and name not in known
+        and name not in _CLIENT_VARIABLES
+        and not _SERVICE_LINK.fullmatch(name)
     )
     required = ["audit_key"] if service == "decryptor" else []
     if values.get("provider", "local") == "local":
@@ -268,6 +272,11 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
 
 # Read by kamus-cli and kamus-init, not by the services; listed so a typo is still caught.
 _CLIENT_VARIABLES = frozenset({"KAMUS_URL"})
+# Kubernetes injects these for every Service of the namespace (a Service named kamus-decryptor
+# gives KAMUS_DECRYPTOR_SERVICE_HOST, KAMUS_DECRYPTOR_PORT_80_TCP, ...): not typos.
+_SERVICE_LINK = re.compile(
+    r"KAMUS_[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)"
+)
 
 
 @contextmanager

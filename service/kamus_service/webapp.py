@@ -19,7 +19,7 @@ from prometheus_client import (
 )
 
 from kamus_kms.errors import KamusError
-from kamus_service.errors import error_response, register_error_handlers, status_for
+from kamus_service.errors import error_response, register_error_handlers
 from kamus_service.settings import Settings
 
 log = logging.getLogger("kamus.http")
@@ -102,9 +102,10 @@ def new_app(
         for check in readiness:
             try:
                 check()
-            except KamusError as exc:
-                response = error_response(status_for(exc), "not_ready", str(exc))
-                response.status_code = 503
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, KamusError) else "a dependency failed"
+                log.warning("not ready", extra={"error": type(exc).__name__})
+                response = error_response(503, "not_ready", message)
                 response.headers["Retry-After"] = "5"
                 return response
         return jsonify(status="ready")

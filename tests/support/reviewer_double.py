@@ -22,7 +22,7 @@ class StaticReviewer:
         if not self.available:
             raise UnavailableError("token verification is unavailable; retry later")
         if token in self.users:
-            raise NotServiceAccountError(f"only service-account tokens can decrypt; {token}")
+            raise NotServiceAccountError("only service-account tokens can decrypt")
         parts = token.split("-", 2)
         if len(parts) != 3 or parts[0] != "token":
             raise AuthenticationError("the token was rejected: invalid bearer token")

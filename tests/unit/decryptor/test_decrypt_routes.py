@@ -270,3 +270,15 @@ def test_successes_never_count_towards_the_limit(
             "/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer(TOKEN_A)
         )
         assert response.status_code == 200
+
+
+def test_a_quiet_log_level_never_silences_the_audit(
+    keyring: Keyring, reviewer: StaticReviewer, ciphertext: str,
+    audit_events: Callable[[], list[dict[str, Any]]],
+) -> None:  # fmt: skip
+    settings = Settings(service="decryptor", keyring=keyring.to_json(), audit_key=b"k" * 32,
+                        log_level="ERROR")  # fmt: skip
+    client = create_app(settings, reviewer=reviewer).test_client()
+    client.post("/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer("token-team_b-app"))
+    client.post("/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer(TOKEN_A))
+    assert [e["outcome"] for e in audit_events()] == ["denied", "allowed"]

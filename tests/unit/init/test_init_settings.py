@@ -82,15 +82,6 @@ def test_token_path_prefers_token_file_path(tmp_path: Path) -> None:
     assert credentials.token_path({"TOKEN_FILE_PATH": str(configured)}) == configured
 
 
-@pytest.mark.parametrize("kamus_token_mounted", [True, False])
-def test_token_path_defaults_to_the_kamus_projected_token_then_the_pod_token(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kamus_token_mounted: bool
-) -> None:
-    kamus_token = tmp_path / "kamus" / "token"
-    if kamus_token_mounted:
-        kamus_token.parent.mkdir()
-        kamus_token.write_text("t")
-    monkeypatch.setattr(credentials, "KAMUS_TOKEN_PATH", kamus_token)
-
-    expected = kamus_token if kamus_token_mounted else credentials.KUBERNETES_TOKEN_PATH
-    assert credentials.token_path({"TOKEN_FILE_PATH": ""}) == expected
+def test_token_path_defaults_to_the_kamus_projected_token_never_the_pod_api_token() -> None:
+    assert credentials.token_path({}) == Path("/var/run/secrets/kamus/token")
+    assert credentials.token_path({"TOKEN_FILE_PATH": " "}) == Path("/var/run/secrets/kamus/token")

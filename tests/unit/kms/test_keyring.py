@@ -85,3 +85,32 @@ def test_save_writes_a_private_file(keyring: Keyring, tmp_path: Path) -> None:
 def test_repr_never_shows_secrets(keyring: Keyring) -> None:
     assert keyring.active.secret.hex() not in repr(keyring)
     assert repr(keyring.active.secret) not in repr(keyring)
+
+
+def test_save_never_writes_through_a_planted_symlink(keyring: Keyring, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("untouched")
+    for planted in (tmp_path / ".keyring.json.tmp", tmp_path / ".keyring.json.tmp-1"):
+        planted.symlink_to(target)
+    path = tmp_path / "keyring.json"
+    keyring.save(path)
+    assert target.read_text() == "untouched"
+    assert not path.is_symlink()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_exclusive_save_never_replaces_a_keyring(keyring: Keyring, tmp_path: Path) -> None:
+    path = tmp_path / "keyring.json"
+    assert keyring.save(path, exclusive=True)
+    assert not Keyring.generate().save(path, exclusive=True)
+    assert Keyring.load(path).active.secret == keyring.active.secret
+    assert [p.name for p in tmp_path.iterdir()] == ["keyring.json"]
+
+
+def test_an_empty_key_is_a_problem_not_a_silently_dropped_key() -> None:
+    document = _document(
+        {"id": "k2", "state": "active", "secret": _SECRET},
+        {"id": "k1", "state": "decrypt-only", "secret": ""},
+    )
+    with pytest.raises(ConfigurationError, match="empty"):
+        Keyring.from_json(document)

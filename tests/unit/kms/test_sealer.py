@@ -153,3 +153,13 @@ def test_ciphertext_length_hides_the_exact_plaintext_length(
 def test_garbage_is_an_invalid_ciphertext(sealer: Sealer, garbage: str) -> None:
     with pytest.raises(InvalidCiphertextError):
         sealer.open(garbage)
+
+
+@pytest.mark.parametrize("wrapping", ["\u00a0{}", "{}\u2028", "\u3000{}\u3000", "{}\x0b"])
+def test_only_ascii_whitespace_around_a_ciphertext_is_tolerated(
+    sealer: Sealer, team_a_app: Scope, wrapping: str
+) -> None:
+    text = sealer.seal(b"secret", team_a_app)
+    assert sealer.open(f" \t{text}\r\n").plaintext == b"secret"
+    with pytest.raises(InvalidCiphertextError):
+        sealer.open(wrapping.format(text))

@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from kamus_decryptor import create_app as decryptor_app
+from kamus_encryptor import create_app as encryptor_app
 from kamus_kms.errors import ConfigurationError
 from kamus_kms.keyring import Keyring
-from kamus_service.settings import SPEC, load_settings
+from kamus_service.settings import SPEC, Settings, load_settings
 
 AUDIT_KEY = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="  # 32 bytes
 
@@ -95,3 +97,26 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).parents[3] / "README.md").read_text("utf-8")
     missing = [v.env for v in SPEC if f"`{v.env}`" not in readme]
     assert missing == []
+
+
+def test_kubernetes_service_link_variables_are_not_mistaken_for_typos(keyring_json: str) -> None:
+    links = {
+        "KAMUS_DECRYPTOR_SERVICE_HOST": "10.0.0.1",
+        "KAMUS_DECRYPTOR_SERVICE_PORT": "80",
+        "KAMUS_DECRYPTOR_SERVICE_PORT_HTTP": "80",
+        "KAMUS_DECRYPTOR_PORT": "tcp://10.0.0.1:80",
+        "KAMUS_DECRYPTOR_PORT_80_TCP": "tcp://10.0.0.1:80",
+        "KAMUS_DECRYPTOR_PORT_80_TCP_PROTO": "tcp",
+        "KAMUS_DECRYPTOR_PORT_80_TCP_PORT": "80",
+        "KAMUS_DECRYPTOR_PORT_80_TCP_ADDR": "10.0.0.1",
+    }
+    load_settings("encryptor", {"KAMUS_KEYRING": keyring_json, **links})
+    with pytest.raises(ConfigurationError, match="KAMUS_DECRYPTOR_PORTS"):
+        load_settings("encryptor", {"KAMUS_KEYRING": keyring_json, "KAMUS_DECRYPTOR_PORTS": "1"})
+
+
+@pytest.mark.parametrize("service", ["encryptor", "decryptor"])
+def test_settings_built_in_code_without_keys_refuse_to_start(service: str) -> None:
+    factory = encryptor_app if service == "encryptor" else decryptor_app
+    with pytest.raises(ConfigurationError, match="required"):
+        factory(Settings(service=service))  # type: ignore[arg-type]

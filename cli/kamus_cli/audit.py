@@ -1,0 +1,317 @@
+"""Entry point of ``kamus-audit``: verify, filter and summarise a decryptor audit file.
+
+``verify`` needs the audit key (the decryptor's ``KAMUS_AUDIT_KEY``); ``query`` and ``report`` only
+read the file and trust it, so run ``verify`` first. Nothing here ever prints the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kamus_cli.errors import ClientError, InputError
+from kamus_cli.exitcodes import ExitCode, exit_code_for
+from kamus_decryptor.auditfile import read_records, verify
+
+PROGRAM = "kamus-audit"
+KEY_ENV = "KAMUS_AUDIT_KEY"
+OUTCOMES = ("allowed", "denied", "unavailable", "error")
+TABLE_COLUMNS = ("time", "outcome", "reason", "action", "caller", "pod", "scope")
+_HEAD = re.compile(r"(\d+):([0-9a-fA-F]{64})")
+
+Record = dict[str, Any]
+
+
+def _head(text: str) -> tuple[int, str]:
+    match = _HEAD.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError("must be SEQ:MAC, a number and 64 hex digits")
+    return int(match[1]), match[2].lower()
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("must be an ISO 8601 time, e.g. 2026-11-27T10:00") from exc
+    # A time without offset is taken as UTC, the zone of every audit record.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of ``verify``, ``query`` and ``report``."""
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM, description="Verify, filter and summarise a Kamus decryptor audit file."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser(
+        "verify",
+        help="check the hash chain: exit 0 if intact, 9 if tampered",
+        description=(
+            "Check every record's MAC and its link to the previous record. The key is base64"
+            f" (32+ bytes) from --key-file, ${KEY_ENV} or ${KEY_ENV}_FILE."
+        ),
+    )
+    check.add_argument("file", type=Path)
+    check.add_argument("--key-file", type=Path, help="file holding the base64 audit key")
+    check.add_argument(
+        "--head",
+        type=_head,
+        metavar="SEQ:MAC",
+        help="an anchor kept elsewhere (e.g. the last seq and mac on stdout); detects records"
+        " deleted from the end",
+    )
+    check.set_defaults(run=_verify)
+
+    query = commands.add_parser(
+        "query", help="list the events that match filters", description="List matching events."
+    )
+    query.add_argument("file", type=Path)
+    query.add_argument("--namespace", help="an item of the event is bound to this namespace")
+    query.add_argument(
+        "--service-account", help="an item of the event is bound to this service account"
+    )
+    query.add_argument("--pod", help="the caller's pod")
+    query.add_argument("--outcome", choices=OUTCOMES)
+    _add_period(query)
+    query.add_argument("--format", choices=("table", "jsonl"), default="table")
+    query.set_defaults(run=_query)
+
+    report = commands.add_parser(
+        "report",
+        help="summarise: decrypts per scope, denials by reason, top callers",
+        description="Summarise the events of a period.",
+    )
+    report.add_argument("file", type=Path)
+    _add_period(report)
+    report.add_argument("--top", type=int, default=10, help="callers to list (default 10)")
+    report.set_defaults(run=_report)
+    return parser
+
+
+def _add_period(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--since", type=_instant, metavar="ISO", help="events at or after (UTC if no offset)"
+    )
+    parser.add_argument(
+        "--until", type=_instant, metavar="ISO", help="events before (UTC if no offset)"
+    )
+
+
+def _decode_key(text: str, source: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except binascii.Error as exc:
+        raise InputError(f"the audit key from {source} must be base64") from exc
+    if len(key) < 32:
+        raise InputError(f"the audit key from {source} must hold at least 32 bytes")
+    return key
+
+
+def _read_key_file(path: Path, source: str) -> bytes:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the audit key file {path} ({source})") from exc
+    return _decode_key(text, source)
+
+
+def load_key(key_file: Path | None, environ: Mapping[str, str]) -> bytes:
+    """The audit key: --key-file, else $KAMUS_AUDIT_KEY, else $KAMUS_AUDIT_KEY_FILE."""
+    if key_file is not None:
+        return _read_key_file(key_file, "--key-file")
+    if KEY_ENV in environ:
+        return _decode_key(environ[KEY_ENV], KEY_ENV)
+    if KEY_ENV + "_FILE" in environ:
+        return _read_key_file(Path(environ[KEY_ENV + "_FILE"]), KEY_ENV + "_FILE")
+    raise InputError(f"no audit key: pass --key-file or set {KEY_ENV} or {KEY_ENV}_FILE")
+
+
+def _verify(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode:
+    key = load_key(args.key_file, environ)
+    try:
+        result = verify(args.file, key, head=args.head)
+    except OSError as exc:
+        raise InputError(f"cannot read {args.file}: {exc.strerror}") from exc
+    if not result.ok:
+        print(f"TAMPERED: line {result.line}: {result.problem}")
+        return ExitCode.TAMPERED
+    print(f"OK: {result.records} records, head {result.last_seq}:{result.last_mac}")
+    return ExitCode.OK
+
+
+def _records(path: Path) -> Iterator[Record]:
+    try:
+        yield from read_records(path)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}; run `{PROGRAM} verify {path}`") from exc
+
+
+def _time(record: Record) -> datetime | None:
+    try:
+        return _instant(str(record["time"]))
+    except (KeyError, argparse.ArgumentTypeError):
+        return None
+
+
+def _in_period(args: argparse.Namespace) -> Callable[[Record], bool]:
+    def match(record: Record) -> bool:
+        if args.since is None and args.until is None:
+            return True
+        when = _time(record)
+        if when is None:
+            return False
+        return (args.since is None or when >= args.since) and (
+            args.until is None or when < args.until
+        )
+
+    return match
+
+
+def _items(record: Record) -> list[dict[str, Any]]:
+    items = record.get("items")
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+def _caller(record: Record) -> dict[str, Any]:
+    caller = record.get("caller")
+    return caller if isinstance(caller, dict) else {}
+
+
+def _matches(args: argparse.Namespace) -> Callable[[Record], bool]:
+    in_period = _in_period(args)
+
+    def item_matches(item: dict[str, Any]) -> bool:
+        return (args.namespace is None or item.get("namespace") == args.namespace) and (
+            args.service_account is None or item.get("service_account") == args.service_account
+        )
+
+    def match(record: Record) -> bool:
+        if args.outcome is not None and record.get("outcome") != args.outcome:
+            return False
+        if args.pod is not None and _caller(record).get("pod") != args.pod:
+            return False
+        if (args.namespace or args.service_account) and not any(
+            item_matches(item) for item in _items(record)
+        ):
+            return False
+        return in_period(record)
+
+    return match
+
+
+def _scope(item: dict[str, Any]) -> str:
+    return f"{item.get('namespace', '?')}/{item.get('service_account', '?')}"
+
+
+def _scopes(record: Record) -> list[str]:
+    return sorted({_scope(item) for item in _items(record) if item.get("namespace")})
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _row(record: Record) -> tuple[str, ...]:
+    caller = _caller(record)
+    return (
+        _cell(record.get("time")),
+        _cell(record.get("outcome")),
+        _cell(record.get("reason")),
+        _cell(record.get("action")),
+        _cell(caller.get("username")),
+        _cell(caller.get("pod")),
+        _cell(",".join(_scopes(record))),
+    )
+
+
+def _print_table(rows: Iterable[tuple[str, ...]]) -> None:
+    table = [TABLE_COLUMNS, *rows]
+    widths = [max(len(row[column]) for row in table) for column in range(len(TABLE_COLUMNS))]
+    for row in table:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def _query(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode:
+    selected = filter(_matches(args), _records(args.file))
+    if args.format == "jsonl":
+        for record in selected:
+            print(json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")))
+    else:
+        _print_table(_row(record) for record in selected)
+    return ExitCode.OK
+
+
+def _print_counts(title: str, counts: Counter[str], limit: int | None = None) -> None:
+    print(f"\n{title}:")
+    if not counts:
+        print("  (none)")
+        return
+    ranked = counts.most_common(limit)
+    width = max(len(name) for name, _ in ranked)
+    for name, count in ranked:
+        print(f"  {name.ljust(width)}  {count}")
+
+
+def _report(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode:
+    in_period = _in_period(args)
+    outcomes: Counter[str] = Counter()
+    decrypted: Counter[str] = Counter()
+    denials: Counter[str] = Counter()
+    callers: Counter[str] = Counter()
+    first: str | None = None
+    last: str | None = None
+    for record in filter(in_period, _records(args.file)):
+        outcome = str(record.get("outcome", "?"))
+        outcomes[outcome] += 1
+        if outcome == "allowed":
+            decrypted.update(_scope(item) for item in _items(record))
+        elif outcome == "denied":
+            denials[str(record.get("reason", "?"))] += 1
+        callers[str(_caller(record).get("username") or "(no authenticated caller)")] += 1
+        when = record.get("time")
+        if isinstance(when, str):
+            first = first or when
+            last = when
+    print(f"Audit report of {args.file}")
+    print(f"Period: {first or '-'} .. {last or '-'}")
+    summary = ", ".join(f"{outcomes[name]} {name}" for name in OUTCOMES)
+    print(f"Events: {sum(outcomes.values())} ({summary})")
+    _print_counts("Ciphertexts decrypted per scope (namespace/service account)", decrypted)
+    _print_counts("Denials by reason", denials)
+    _print_counts(f"Top {args.top} callers (events)", callers, args.top)
+    return ExitCode.OK
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run ``kamus-audit`` and return its exit code (argparse exits 2 itself on usage errors)."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: ExitCode = args.run(args, os.environ if environ is None else environ)
+    except ClientError as exc:
+        print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except Exception as exc:
+        # The message of an unknown error might quote file content; show only its type.
+        print(f"{PROGRAM}: unexpected error ({type(exc).__name__}); this is a bug", file=sys.stderr)
+        return ExitCode.UNEXPECTED
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
