@@ -57,6 +57,9 @@ def service_env(
         "KAMUS_AUDIT_KEY_FILE": str(audit_key),
         "KAMUS_KUBECONFIG": str(kubeconfig),
         "KAMUS_TOKENREVIEW_TIMEOUT_SECONDS": "2",
+        # Every test calls from 127.0.0.1: the failure limit is proven in the unit tests, and
+        # must not turn one test's deliberate denials into another's 429s.
+        "KAMUS_RATE_LIMIT_FAILURES_PER_MINUTE": "10000",
     }
 
 

@@ -1,0 +1,108 @@
+"""The decryptor's hash-chained audit file, written by several gunicorn workers, read back by
+kamus-audit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from gunicorn_process import Service, base_environment, gunicorn
+
+TokenFactory = Callable[..., str]
+
+
+@pytest.fixture
+def ciphertext(encryptor: Service) -> str:
+    """A ciphertext for audit-ns/app."""
+    body = {"data": "audited-secret", "namespace": "audit-ns", "service-account": "app"}
+    return requests.post(f"{encryptor.url}/api/v1/encrypt", json=body, timeout=10).text
+
+
+def _decryptor(service_env: dict[str, str], tmp_path: Path, **extra: str) -> Any:
+    env = {**service_env, "KAMUS_AUDIT_FILE": str(tmp_path / "audit.jsonl"), **extra}
+    return gunicorn("kamus_decryptor:create_app()", env, tmp_path / "logs", workers=2)
+
+
+def _kamus_audit(service_env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    env = base_environment({"KAMUS_AUDIT_KEY_FILE": service_env["KAMUS_AUDIT_KEY_FILE"]})
+    return subprocess.run(
+        [sys.executable, "-m", "kamus_cli.audit", *args],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def _post(service: Service, token: str, ciphertext: str) -> int:
+    return requests.post(
+        f"{service.url}/api/v1/decrypt", json={"data": ciphertext}, timeout=30,
+        headers={"Authorization": f"Bearer {token}"},
+    ).status_code  # fmt: skip
+
+
+def test_every_attempt_of_every_worker_lands_in_one_chain_that_survives_restarts(
+    service_env: dict[str, str], tmp_path: Path, token: TokenFactory, ciphertext: str
+) -> None:
+    good, bad = token("audit-ns", "app"), token("audit-ns", "intruder")
+    calls = [good, bad, "garbage"] * 20
+    with _decryptor(service_env, tmp_path) as service, ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda t: _post(service, t, ciphertext), calls))
+    with _decryptor(service_env, tmp_path) as service:
+        statuses.append(_post(service, good, ciphertext))
+        stdout_events = [
+            json.loads(line)
+            for line in service.stdout.read_text().splitlines()
+            if '"audit"' in line
+        ]
+    assert sorted(statuses) == sorted([200] * 21 + [403] * 20 + [401] * 20)
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["seq"] for r in records] == list(range(1, 62))
+    outcomes = sorted((r["outcome"], r["reason"]) for r in records)
+    assert outcomes == sorted(
+        [("allowed", "ok")] * 21 + [("denied", "scope_mismatch")] * 20
+        + [("denied", "unauthorized")] * 20
+    )  # fmt: skip
+    assert "audited-secret" not in "\n".join(lines)
+    head = f"{records[-1]['seq']}:{records[-1]['mac']}"
+    assert (stdout_events[-1]["seq"], stdout_events[-1]["mac"]) == (61, records[-1]["mac"])
+
+    verified = _kamus_audit(service_env, "verify", str(tmp_path / "audit.jsonl"), "--head", head)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "OK: 61 records" in verified.stdout
+
+    (tmp_path / "audit.jsonl").write_text("\n".join(lines[:30] + lines[31:]) + "\n")
+    tampered = _kamus_audit(service_env, "verify", str(tmp_path / "audit.jsonl"))
+    assert tampered.returncode != 0
+    assert "line 31" in tampered.stdout
+
+
+@pytest.mark.parametrize(("policy", "status"), [("fail-closed", 503), ("best-effort", 200)])
+def test_an_unwritable_audit_file_follows_the_policy(
+    service_env: dict[str, str],
+    tmp_path: Path,
+    token: TokenFactory,
+    ciphertext: str,
+    policy: str,
+    status: int,
+) -> None:
+    with _decryptor(service_env, tmp_path, KAMUS_AUDIT_POLICY=policy) as service:
+        assert _post(service, token("audit-ns", "app"), ciphertext) == 200
+        # A torn last line (as after a crash mid-write) makes the chain unwritable.
+        with (tmp_path / "audit.jsonl").open("a") as audit:
+            audit.write('{"seq": 2, "torn')
+        response = requests.post(
+            f"{service.url}/api/v1/decrypt", json={"data": ciphertext}, timeout=30,
+            headers={"Authorization": f"Bearer {token('audit-ns', 'app')}"},
+        )  # fmt: skip
+    assert response.status_code == status
+    if status == 503:
+        assert response.json()["error"] == "audit_unavailable"
+        assert "audited-secret" not in response.text
+    else:
+        assert response.text == "audited-secret"
