@@ -12,7 +12,17 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 fi
 if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
   echo "installing python3-venv (Debian)" >&2
-  apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq python3-venv >/dev/null
+fi
+
+# Debian packages the tests use: SoftHSM2, the PKCS#11 token the HSM provider is tested against.
+if ! command -v softhsm2-util >/dev/null 2>&1; then
+  echo "installing softhsm2 (Debian)" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq softhsm2 >/dev/null
 fi
 
 stamp=".venv/.kamus-installed"

@@ -1,8 +1,13 @@
-"""Fixtures shared by every test: keyrings, providers and sealers on the embedded defaults."""
+"""Fixtures shared by every test: keyrings and sealers on the embedded defaults, KMS backends."""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator
+from contextlib import ExitStack
+
 import pytest
+from kms_backend import Backend
 
 from kamus_kms.keyring import Keyring
 from kamus_kms.providers.local import LocalKeyringProvider
@@ -26,3 +31,20 @@ def sealer(keyring: Keyring) -> Sealer:
 def team_a_app() -> Scope:
     """The scope most tests encrypt for."""
     return Scope("team-a", "app")
+
+
+@pytest.fixture(scope="session")
+def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Backend]]:
+    """Started lazily: `get(name)` starts a backend the first time a test needs it."""
+    with ExitStack() as stack:
+        started: dict[str, Backend] = {}
+
+        class Lazy(dict[str, Backend]):
+            def __missing__(self, name: str) -> Backend:
+                module = importlib.import_module(f"backend_{name}")
+                workdir = tmp_path_factory.mktemp(f"backend-{name}")
+                started[name] = stack.enter_context(module.running(workdir))
+                self[name] = started[name]
+                return started[name]
+
+        yield Lazy()

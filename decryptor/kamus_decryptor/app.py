@@ -35,8 +35,9 @@ from kamus_kms.errors import (
 from kamus_kms.provider import KeyProvider
 from kamus_kms.sealer import Sealer
 from kamus_service.bodies import read_json_object, require_text
-from kamus_service.keys import audit_key_from_settings, provider_from_settings, sealer_from_settings
+from kamus_service.keys import audit_key_from_settings
 from kamus_service.logs import configure_logging
+from kamus_service.providers import provider_from_settings, sealer_from_settings
 from kamus_service.settings import Settings, exit_on_configuration_error, load_settings
 from kamus_service.webapp import new_app
 
@@ -228,8 +229,8 @@ def create_app(
                 load_settings("decryptor"), provider=provider, reviewer=reviewer, registry=registry
             )
     configure_logging(settings.log_level)
-    provider = provider or provider_from_settings(settings)
     registry = registry or CollectorRegistry()
+    provider = provider or provider_from_settings(settings, registry)
     metrics = ReviewMetrics(registry)
     if reviewer is None:
         reviewer = CachingTokenReviewer(

@@ -11,8 +11,8 @@ from kamus_kms.provider import KeyProvider
 from kamus_kms.scope import Scope
 from kamus_kms.sealer import Sealer
 from kamus_service.bodies import read_json_object, require_text
-from kamus_service.keys import provider_from_settings, sealer_from_settings
 from kamus_service.logs import configure_logging
+from kamus_service.providers import provider_from_settings, sealer_from_settings
 from kamus_service.settings import Settings, exit_on_configuration_error, load_settings
 from kamus_service.webapp import new_app
 
@@ -79,8 +79,8 @@ def create_app(
         with exit_on_configuration_error("kamus-encryptor"):
             return create_app(load_settings("encryptor"), provider=provider, registry=registry)
     configure_logging(settings.log_level)
-    provider = provider or provider_from_settings(settings)
     registry = registry or CollectorRegistry()
+    provider = provider or provider_from_settings(settings, registry)
     app = new_app(
         "kamus_encryptor",
         settings,

@@ -1,4 +1,4 @@
-"""Building the key provider and the audit key from settings (development mode included)."""
+"""The local keyring and the audit key from settings, generated in development mode only."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from pathlib import Path
 from kamus_kms.errors import ConfigurationError
 from kamus_kms.keyring import Keyring
 from kamus_kms.privatefile import write_private
-from kamus_kms.provider import KeyProvider
 from kamus_kms.providers.local import LocalKeyringProvider
-from kamus_kms.sealer import Sealer
 from kamus_service.settings import Settings
 
 log = logging.getLogger("kamus.keys")
@@ -30,8 +28,8 @@ def _warn_dev(what: str, path: Path) -> None:
     print(f"\n*** {message} ***\n", file=sys.stderr, flush=True)
 
 
-def provider_from_settings(settings: Settings) -> KeyProvider:
-    """The configured provider; ConfigurationError when its keys are missing or invalid."""
+def local_provider(settings: Settings) -> LocalKeyringProvider:
+    """The local keyring provider; ConfigurationError when the keyring is missing or invalid."""
     if settings.keyring is not None:
         return LocalKeyringProvider(Keyring.from_json(settings.keyring))
     if not settings.dev_mode:
@@ -43,15 +41,6 @@ def provider_from_settings(settings: Settings) -> KeyProvider:
     write_private(path, Keyring.generate().to_json().encode("utf-8"), exclusive=True)
     _warn_dev("keyring (anyone with this file can decrypt every secret)", path)
     return LocalKeyringProvider(Keyring.load(path))
-
-
-def sealer_from_settings(settings: Settings, provider: KeyProvider) -> Sealer:
-    """A sealer with the configured size limit and padding."""
-    return Sealer(
-        provider,
-        max_plaintext=settings.max_plaintext_bytes,
-        padding_bucket=settings.padding_bucket,
-    )
 
 
 def audit_key_from_settings(settings: Settings) -> bytes:

@@ -21,6 +21,14 @@ from typing import Any, Literal
 from kamus_kms.errors import ConfigurationError
 
 PREFIX = "KAMUS_"
+PROVIDERS = ("local", "gcp", "aws", "pkcs11", "vault")
+# What each remote provider cannot start without (besides the key mode's own needs).
+_PROVIDER_REQUIRES = {
+    "gcp": ("gcp_key_ring",),
+    "aws": ("aws_region",),
+    "pkcs11": ("pkcs11_library", "pkcs11_token_label", "pkcs11_pin"),
+    "vault": ("vault_addr", "vault_token"),
+}
 Service = Literal["encryptor", "decryptor"]
 BOTH: tuple[Service, ...] = ("encryptor", "decryptor")
 DECRYPTOR: tuple[Service, ...] = ("decryptor",)
@@ -84,12 +92,6 @@ def _log_level(text: str) -> str:
     return level
 
 
-def _provider(text: str) -> str:
-    if text != "local":
-        raise ValueError("must be 'local' (the only provider built in so far)")
-    return text
-
-
 def _base64_key(text: str) -> bytes:
     try:
         key = base64.b64decode(text.strip(), validate=True)
@@ -122,11 +124,45 @@ SPEC: tuple[Variable, ...] = (
              "Never in production."),
     Variable("DEV_DIR", Path, ".kamus-dev",
              "Where development mode keeps the keys it generated."),
-    Variable("PROVIDER", _provider, "local",
-             "Key provider. `local`: the keyring of KAMUS_KEYRING."),
+    Variable("PROVIDER", _choice(*PROVIDERS), "local",
+             "Key provider: `local` (the keyring of KAMUS_KEYRING), `gcp`, `aws`, `pkcs11` or "
+             "`vault` (docs/PROVIDERS.md)."),
     Variable("KEYRING", str, None,
              "The local keyring as JSON (see docs/FORMAT.md); required for the local provider "
              "unless in development mode.", secret=True),
+    Variable("KMS_KEY_MODE", _choice("shared", "per-service-account"), "shared",
+             "Remote providers: `shared` uses KAMUS_KMS_KEY for every scope; "
+             "`per-service-account` uses one KMS key per namespace + service account, created "
+             "on demand and named by a keyed hash."),
+    Variable("KMS_KEY", str, None,
+             "Remote providers, shared mode: the KMS key's name (see docs/PROVIDERS.md)."),
+    Variable("KMS_NAMING_KEY", _base64_key, None,
+             "Remote providers, per-service-account mode: base64 key (32+ bytes) for the keyed "
+             "hash that names each service account's KMS key.", secret=True),
+    Variable("KMS_DATA_KEY_CACHE_SECONDS", _non_negative_float, "300",
+             "How long an unwrapped data key is reused for the same ciphertext; 0 disables."),
+    Variable("KMS_DATA_KEY_CACHE_SIZE", _positive_int, "10000",
+             "Most unwrapped data keys kept per worker process."),
+    Variable("KMS_TIMEOUT_SECONDS", _positive_float, "5",
+             "Timeout of one KMS call; beyond it the request gets 503."),
+    Variable("GCP_KEY_RING", str, None,
+             "gcp: the key ring, `projects/P/locations/L/keyRings/R`."),
+    Variable("GCP_ENDPOINT", str, None,
+             "gcp: KMS API endpoint `host:port` (default: Google's)."),
+    Variable("GCP_INSECURE_ENDPOINT", _boolean, "false",
+             "gcp: plaintext gRPC to KAMUS_GCP_ENDPOINT, without credentials. Local test servers "
+             "only."),
+    Variable("AWS_REGION", str, None, "aws: the KMS region."),
+    Variable("AWS_ENDPOINT_URL", str, None, "aws: KMS endpoint URL (default: AWS's)."),
+    Variable("PKCS11_LIBRARY", Path, None, "pkcs11: path of the PKCS#11 module (.so)."),
+    Variable("PKCS11_TOKEN_LABEL", str, None, "pkcs11: label of the token holding the keys."),
+    Variable("PKCS11_PIN", str, None, "pkcs11: user PIN of the token.", secret=True),
+    Variable("VAULT_ADDR", str, None, "vault: Vault or OpenBao address, e.g. https://vault:8200."),
+    Variable("VAULT_TOKEN", str, None, "vault: token allowed to use the transit keys.",
+             secret=True),
+    Variable("VAULT_TRANSIT_MOUNT", str, "transit", "vault: mount path of the transit engine."),
+    Variable("VAULT_CA_CERT", Path, None, "vault: CA bundle to verify the server (default: "
+             "system CAs)."),
     Variable("MAX_PLAINTEXT_BYTES", _positive_int, "65536",
              "Largest secret accepted for encryption; larger ones get 413."),
     Variable("MAX_BODY_BYTES", _positive_int, "1048576",
@@ -192,6 +228,24 @@ class Settings:
     dev_dir: Path = Path(".kamus-dev")
     provider: str = "local"
     keyring: str | None = None
+    kms_key_mode: str = "shared"
+    kms_key: str | None = None
+    kms_naming_key: bytes | None = None
+    kms_data_key_cache_seconds: float = 300.0
+    kms_data_key_cache_size: int = 10000
+    kms_timeout_seconds: float = 5.0
+    gcp_key_ring: str | None = None
+    gcp_endpoint: str | None = None
+    gcp_insecure_endpoint: bool = False
+    aws_region: str | None = None
+    aws_endpoint_url: str | None = None
+    pkcs11_library: Path | None = None
+    pkcs11_token_label: str | None = None
+    pkcs11_pin: str | None = None
+    vault_addr: str | None = None
+    vault_token: str | None = None
+    vault_transit_mount: str = "transit"
+    vault_ca_cert: Path | None = None
     max_plaintext_bytes: int = 65536
     max_body_bytes: int = 1048576
     padding_bucket: int = 32
@@ -257,8 +311,21 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         and not _SERVICE_LINK.fullmatch(name)
     )
     required = ["audit_key"] if service == "decryptor" else []
-    if values.get("provider", "local") == "local":
+    provider = values.get("provider", "local")
+    if provider == "local":
         required.append("keyring")
+    else:
+        problems.extend(
+            f"KAMUS_{name.upper()} is required for the {provider} provider"
+            for name in _PROVIDER_REQUIRES[provider]
+            if name not in values and name not in invalid
+        )
+        if values.get("kms_key_mode", "shared") == "shared":
+            if "kms_key" not in values:
+                problems.append("KAMUS_KMS_KEY is required in the shared key mode")
+        elif "kms_naming_key" not in values and "kms_naming_key" not in invalid:
+            problems.append("KAMUS_KMS_NAMING_KEY or KAMUS_KMS_NAMING_KEY_FILE is required in the "
+                            "per-service-account key mode")  # fmt: skip
     if not values.get("dev_mode", False):
         problems.extend(
             f"KAMUS_{name.upper()} or KAMUS_{name.upper()}_FILE is required (no default keys)"
