@@ -32,6 +32,7 @@ from kamus_kms.errors import (
     RateLimitedError,
     RequestError,
 )
+from kamus_kms.legacy import LegacyCiphertext, LegacyKamusKey, is_legacy
 from kamus_kms.provider import KeyProvider
 from kamus_kms.sealer import Sealer
 from kamus_service.bodies import read_json_object, require_text
@@ -42,6 +43,7 @@ from kamus_service.settings import Settings, exit_on_configuration_error, load_s
 from kamus_service.webapp import new_app
 
 routes = Blueprint("decryptor", __name__)
+Parsed = Ciphertext | LegacyCiphertext
 _MAX_ITEM_NAME = 253
 
 
@@ -63,14 +65,22 @@ class Decryptor:
         limiter: FailureLimiter,
         settings: Settings,
         registry: CollectorRegistry,
+        legacy: LegacyKamusKey | None = None,
     ) -> None:
         self.sealer = sealer
         self.reviewer = reviewer
         self.audit = audit
         self.limiter = limiter
         self.settings = settings
+        self.legacy = legacy
         self.outcomes = Counter(
-            "kamus_decrypt", "Decryptor attempts by action and reason", ["action", "reason"],
+            "kamus_decrypt",
+            "Decryptor attempts by action and reason",
+            ["action", "reason"],
+            registry=registry,
+        )
+        self.legacy_opened = Counter(
+            "kamus_legacy_ciphertexts_opened", "Original Kamus ciphertexts opened (to migrate)",
             registry=registry,
         )  # fmt: skip
 
@@ -114,16 +124,16 @@ class Decryptor:
             )
         return caller
 
-    def parse_all(self, event: AuditEvent, texts: dict[str, str]) -> dict[str, Ciphertext]:
+    def parse_all(self, event: AuditEvent, texts: dict[str, str]) -> dict[str, Parsed]:
         """Parse every ciphertext and record it in the audit event, all or nothing.
 
         Every header is recorded before anything is opened, so a denied batch still shows all it
-        asked for.
+        asked for. Original Kamus texts are accepted only when the legacy key is configured.
         """
-        parsed: dict[str, Ciphertext] = {}
+        parsed: dict[str, Parsed] = {}
         for name, text in texts.items():
             try:
-                parsed[name] = Ciphertext.parse(text)
+                parsed[name] = self._parse(text)
             except InvalidCiphertextError:
                 self.audit.record_item(event, text, None, name)
             else:
@@ -132,17 +142,31 @@ class Decryptor:
             raise InvalidCiphertextError
         return parsed
 
+    def _parse(self, text: str) -> Parsed:
+        if self.legacy is not None and is_legacy(text):
+            return LegacyCiphertext.parse(text)
+        return Ciphertext.parse(text)
+
     def open_all(self, event: AuditEvent, caller: Caller, texts: dict[str, str]) -> dict[str, str]:
         """Open every ciphertext for the caller, all or nothing."""
         parsed = self.parse_all(event, texts)
-        return {name: self._open(ciphertext, caller) for name, ciphertext in parsed.items()}
+        opened = {name: self.open_bytes(ciphertext, caller) for name, ciphertext in parsed.items()}
+        return {name: _text(plaintext) for name, plaintext in opened.items()}
 
-    def _open(self, ciphertext: Ciphertext, caller: Caller) -> str:
-        plaintext = self.sealer.open_parsed(ciphertext, caller.scope).plaintext
-        try:
-            return plaintext.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidCiphertextError from exc
+    def open_bytes(self, ciphertext: Parsed, caller: Caller) -> bytes:
+        """The plaintext of one parsed ciphertext, for the caller's scope only."""
+        if isinstance(ciphertext, LegacyCiphertext):
+            assert self.legacy is not None
+            self.legacy_opened.inc()
+            return self.legacy.open(ciphertext, caller.scope)
+        return self.sealer.open_parsed(ciphertext, caller.scope).plaintext
+
+
+def _text(plaintext: bytes) -> str:
+    try:
+        return plaintext.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidCiphertextError from exc
 
 
 def _decryptor() -> Decryptor:
@@ -177,10 +201,10 @@ def rewrap() -> Response:
         caller = decryptor.authenticate(event)
         text = require_text(read_json_object(request), "data")
         ciphertext = decryptor.parse_all(event, {"data": text})["data"]
-        # The plaintext exists only inside this call: it is sealed again at once, for the same
-        # scope, under the provider's current key.
-        plaintext = decryptor.sealer.open_parsed(ciphertext, caller.scope).plaintext
-        rewrapped = decryptor.sealer.seal(plaintext, ciphertext.scope)
+        # The plaintext exists only inside this call: it is sealed again at once, for the
+        # caller's own scope (the only one it could open), under the provider's current key.
+        plaintext = decryptor.open_bytes(ciphertext, caller)
+        rewrapped = decryptor.sealer.seal(plaintext, caller.scope)
     return Response(rewrapped, mimetype="text/plain")
 
 
@@ -263,6 +287,13 @@ def create_app(
         limiter=FailureLimiter(settings.rate_limit_failures_per_minute),
         settings=settings,
         registry=registry,
+        legacy=(
+            LegacyKamusKey(
+                settings.legacy_key, derive_per_service_account=settings.legacy_key_derivation
+            )
+            if settings.legacy_key is not None
+            else None
+        ),
     )
     app.register_blueprint(routes)
     return app

@@ -20,6 +20,8 @@ from kamus_decryptor.auditfile import AuditFile, AuditWriteError
 from kamus_decryptor.tokenreview import Caller
 from kamus_kms.ciphertext import Ciphertext
 from kamus_kms.errors import KamusError, UnavailableError
+from kamus_kms.legacy import PROVIDER_NAME as LEGACY_PROVIDER
+from kamus_kms.legacy import LegacyCiphertext
 
 _MAX_USER_AGENT = 256
 
@@ -88,11 +90,15 @@ class AuditTrail:
         return digest.hexdigest()[:32]
 
     def record_item(
-        self, event: AuditEvent, text: str, ciphertext: Ciphertext | None, name: str
-    ) -> None:
+        self, event: AuditEvent, text: str, ciphertext: Ciphertext | LegacyCiphertext | None,
+        name: str,
+    ) -> None:  # fmt: skip
         """Add one ciphertext (parsed when it could be) to the event."""
         item: dict[str, Any] = {"name": name[:253], "fingerprint": self.fingerprint(text)}
-        if ciphertext is not None:
+        if isinstance(ciphertext, LegacyCiphertext):
+            # An original Kamus text names no scope: it is opened for the caller's own.
+            item["provider"] = LEGACY_PROVIDER
+        elif ciphertext is not None:
             item.update(
                 namespace=ciphertext.scope.namespace,
                 service_account=ciphertext.scope.service_account,

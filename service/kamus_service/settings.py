@@ -201,6 +201,14 @@ SPEC: tuple[Variable, ...] = (
     Variable("RATE_LIMIT_FAILURES_PER_MINUTE", _non_negative_int, "30",
              "Failed attempts (400/401/403) allowed per source address and per token each "
              "minute; beyond, 429 with Retry-After. 0 disables.", services=DECRYPTOR),
+    Variable("LEGACY_KEY", _base64_key, None,
+             "Migration from the original Kamus: its AES key (base64, 32 bytes). When set, the "
+             "decryptor also opens Kamus `iv:ciphertext` texts for the caller's own scope, "
+             "counted in a metric; `rewrap` turns them into v1. Unset once migrated.",
+             services=DECRYPTOR, secret=True),
+    Variable("LEGACY_KEY_DERIVATION", _boolean, "false",
+             "The original Kamus ran with `useKeyDerivation` (a key per service account derived "
+             "from KAMUS_LEGACY_KEY).", services=DECRYPTOR),
     Variable("AUDIT_FILE", Path, None,
              "Append-only, hash-chained audit file (docs/AUDIT.md), written and flushed before "
              "each response; unset: audit events go to stdout only.", services=DECRYPTOR),
@@ -259,6 +267,8 @@ class Settings:
     token_verification: str = "tokenreview"  # noqa: S105 (a mode name, not a secret)
     token_issuer: str | None = None
     rate_limit_failures_per_minute: int = 30
+    legacy_key: bytes | None = None
+    legacy_key_derivation: bool = False
     audit_file: Path | None = None
     audit_policy: str = "fail-closed"
     audit_fsync: bool = True

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -282,3 +283,40 @@ def test_a_quiet_log_level_never_silences_the_audit(
     client.post("/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer("token-team_b-app"))
     client.post("/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer(TOKEN_A))
     assert [e["outcome"] for e in audit_events()] == ["denied", "allowed"]
+
+
+KAMUS_VECTOR = "C4gChhspnTa5yVqYmSitrg==:tr0Ke6OGUaUa8KZgMJg14g=="
+
+
+@pytest.fixture
+def legacy_client(keyring: Keyring, reviewer: StaticReviewer) -> FlaskClient:
+    """A decryptor configured with Kamus's published legacy key."""
+    settings = Settings(
+        service="decryptor", keyring=keyring.to_json(), audit_key=b"k" * 32,
+        legacy_key=base64.b64decode("tWG4dk8ARsETnFL3jCf1xtMVe05imlx9vimER7iky2s="),
+    )  # fmt: skip
+    return create_app(settings, reviewer=reviewer).test_client()
+
+
+def test_legacy_kamus_ciphertexts_decrypt_only_when_the_operator_configured_the_key(
+    client: FlaskClient, legacy_client: FlaskClient
+) -> None:
+    body, headers = {"data": KAMUS_VECTOR}, _bearer(TOKEN_A)
+    refused = client.post("/api/v1/decrypt", json=body, headers=headers)
+    assert (refused.status_code, refused.get_json()["error"]) == (400, "invalid_ciphertext")
+    response = legacy_client.post("/api/v1/decrypt", json=body, headers=headers)
+    assert (response.status_code, response.get_data()) == (200, b"hello")
+    metrics = legacy_client.get("/metrics").get_data(as_text=True)
+    assert "kamus_legacy_ciphertexts_opened_total 1.0" in metrics
+
+
+def test_rewrap_turns_a_legacy_ciphertext_into_v1_for_the_callers_scope(
+    legacy_client: FlaskClient, keyring: Keyring, team_a_app: Scope
+) -> None:
+    response = legacy_client.post(
+        "/api/v1/rewrap", json={"data": KAMUS_VECTOR}, headers=_bearer(TOKEN_A)
+    )
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    assert text.startswith("kamus:v1:local:team-a:app:")
+    assert Sealer(LocalKeyringProvider(keyring)).open(text, team_a_app).plaintext == b"hello"
