@@ -6,7 +6,8 @@ from typing import Any
 
 from kamus_service.openapi import document, error
 
-_NAME = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_LABEL = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_SUBDOMAIN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 OPENAPI: dict[str, Any] = document(
     "Kamus encryptor",
@@ -46,9 +47,28 @@ OPENAPI: dict[str, Any] = document(
             "type": "object",
             "required": ["data", "namespace", "service-account"],
             "properties": {
-                "data": {"type": "string", "description": "The secret"},
-                "namespace": {"type": "string", "maxLength": 63, "pattern": _NAME},
-                "service-account": {"type": "string", "maxLength": 253},
+                "data": {
+                    "type": "string",
+                    "maxLength": 16384,
+                    "description": "The secret: at most KAMUS_MAX_PLAINTEXT_BYTES bytes of UTF-8 "
+                    "(default 65536; 16384 characters always fit)",
+                },
+                "namespace": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 63,
+                    "pattern": _LABEL,
+                    "description": "A Kubernetes namespace (DNS-1123 label)",
+                },
+                "service-account": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 253,
+                    "pattern": _SUBDOMAIN,
+                    "not": {"enum": ["default"]},
+                    "description": "A service account (DNS-1123 subdomain); `default` is refused "
+                    "unless the operator allows it",
+                },
             },
         },
         "EncryptResponse": {
