@@ -136,6 +136,6 @@ class UnavailableError(KamusError):
 
     code = "unavailable"
 
-    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+    def __init__(self, message: str, *, retry_after: int = 2) -> None:
         self.retry_after = retry_after
         super().__init__(message)
