@@ -66,6 +66,10 @@ class RemoteKms(ABC):
         associated data, garbage), UnavailableError when it cannot answer.
         """
 
+    def check_key_name(self, key_name: str) -> None:
+        """Raise ConfigurationError when `key_name` cannot name a key of this KMS."""
+        return
+
     def ensure_key(self, key_name: str) -> None:
         """Create the KMS key `key_name` unless it exists; safe when replicas race.
 
@@ -120,6 +124,9 @@ class EnvelopeProvider(KeyProvider):
             raise ConfigurationError("the shared key mode needs the name of the KMS key")
         if mode is KeyMode.PER_SERVICE_ACCOUNT and (naming_key is None or len(naming_key) < 32):
             raise ConfigurationError("the per-service-account key mode needs a 32-byte naming key")
+        if shared_key:
+            # A bad key name stops the service at start, not at its first request.
+            kms.check_key_name(shared_key)
         self.kms = kms
         self.name = kms.name
         self.mode = mode
