@@ -285,7 +285,9 @@ def _raw_value(variable: Variable, environ: Mapping[str, str], problems: list[st
         return None
     if path is not None:
         try:
-            return Path(path).read_text(encoding="utf-8")
+            # Files made with `echo` or an editor end in a newline that is never part of a
+            # token, PIN or key.
+            return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
             problems.append(f"{variable.env}_FILE: cannot read {path}: {exc.strerror}")
             return None

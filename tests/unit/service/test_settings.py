@@ -67,7 +67,7 @@ def test_secret_values_can_come_from_files(keyring_json: str, tmp_path: Path) ->
             "KAMUS_AUDIT_KEY_FILE": str(tmp_path / "audit"),
         },
     )
-    assert settings.keyring == keyring_json
+    assert settings.keyring == keyring_json.rstrip("\n")  # editors' final newline is dropped
     assert settings.audit_key is not None
     assert len(settings.audit_key) == 32
 

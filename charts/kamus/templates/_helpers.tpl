@@ -1,0 +1,447 @@
+{{/* Chart name, truncated to a DNS label. */}}
+{{- define "kamus.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Resource name prefix; components append "-encryptor" / "-decryptor", so keep room for them. */}}
+{{- define "kamus.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kamus.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels of every resource. */}}
+{{- define "kamus.labels" -}}
+helm.sh/chart: {{ include "kamus.chart" . }}
+app.kubernetes.io/name: {{ include "kamus.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kamus
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "encryptor"). */}}
+{{- define "kamus.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kamus.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Labels of one component's resources: (dict "root" $ "component" "encryptor"). */}}
+{{- define "kamus.componentLabels" -}}
+{{ include "kamus.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Name of one component's resources: (dict "root" $ "component" "encryptor"). */}}
+{{- define "kamus.componentName" -}}
+{{- printf "%s-%s" (include "kamus.fullname" .root) .component -}}
+{{- end -}}
+
+{{- define "kamus.serviceAccountName" -}}
+{{- $values := index .root.Values .component -}}
+{{- if $values.serviceAccount.create -}}
+{{- default (include "kamus.componentName" .) $values.serviceAccount.name -}}
+{{- else -}}
+{{- required (printf "%s.serviceAccount.name is required when %s.serviceAccount.create is false" .component .component) $values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kamus.image" -}}
+{{- $image := (index .root.Values .component).image -}}
+{{- $repository := $image.repository -}}
+{{- if $image.registry -}}
+{{- $repository = printf "%s/%s" $image.registry $image.repository -}}
+{{- end -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $repository $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository (default .root.Chart.AppVersion $image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of the Secret this chart creates for the keys given in values (create.*). */}}
+{{- define "kamus.keysSecretName" -}}
+{{- printf "%s-keys" (include "kamus.fullname" .) -}}
+{{- end -}}
+
+{{- define "kamus.remoteProvider" -}}
+{{- if ne .Values.provider "local" }}true{{ end -}}
+{{- end -}}
+
+{{- define "kamus.perServiceAccount" -}}
+{{- if and (ne .Values.provider "local") (eq .Values.kms.keyMode "per-service-account") }}true{{ end -}}
+{{- end -}}
+
+{{/*
+Every secret file the services read, as a YAML list: where it comes from (an existing Secret or
+the chart's keys Secret), where it is mounted, the *_FILE variable that points at it, and which
+components need it. Only files the configuration uses are listed.
+*/}}
+{{- define "kamus.secretFiles" -}}
+{{- $keys := include "kamus.keysSecretName" . -}}
+{{- if eq .Values.provider "local" }}
+{{- $secret := default $keys .Values.keyring.existingSecret.name }}
+{{- $key := ternary .Values.keyring.existingSecret.key "keyring.json" (ne .Values.keyring.existingSecret.name "") }}
+- {volume: keyring, secret: {{ $secret | quote }}, key: {{ $key | quote }}, dir: /etc/kamus/keys/keyring, file: keyring.json, env: KAMUS_KEYRING_FILE, components: [encryptor, decryptor]}
+{{- end }}
+{{- $secret := default $keys .Values.auditKey.existingSecret.name }}
+{{- $key := ternary .Values.auditKey.existingSecret.key "audit.key" (ne .Values.auditKey.existingSecret.name "") }}
+- {volume: audit-key, secret: {{ $secret | quote }}, key: {{ $key | quote }}, dir: /etc/kamus/keys/audit, file: audit.key, env: KAMUS_AUDIT_KEY_FILE, components: [decryptor]}
+{{- if include "kamus.perServiceAccount" . }}
+{{- $secret := default $keys .Values.kms.namingKey.existingSecret.name }}
+{{- $key := ternary .Values.kms.namingKey.existingSecret.key "naming.key" (ne .Values.kms.namingKey.existingSecret.name "") }}
+- {volume: naming-key, secret: {{ $secret | quote }}, key: {{ $key | quote }}, dir: /etc/kamus/keys/naming, file: naming.key, env: KAMUS_KMS_NAMING_KEY_FILE, components: [encryptor, decryptor]}
+{{- end }}
+{{- if eq .Values.provider "pkcs11" }}
+- {volume: pkcs11-pin, secret: {{ .Values.pkcs11.pin.existingSecret.name | quote }}, key: {{ .Values.pkcs11.pin.existingSecret.key | quote }}, dir: /etc/kamus/keys/pkcs11, file: pin, env: KAMUS_PKCS11_PIN_FILE, components: [encryptor, decryptor]}
+{{- end }}
+{{- if eq .Values.provider "vault" }}
+- {volume: vault-token, secret: {{ .Values.vault.token.existingSecret.name | quote }}, key: {{ .Values.vault.token.existingSecret.key | quote }}, dir: /etc/kamus/keys/vault, file: token, env: KAMUS_VAULT_TOKEN_FILE, components: [encryptor, decryptor]}
+{{- if .Values.vault.caCert.existingSecret.name }}
+- {volume: vault-ca, secret: {{ .Values.vault.caCert.existingSecret.name | quote }}, key: {{ .Values.vault.caCert.existingSecret.key | quote }}, dir: /etc/kamus/vault-ca, file: ca.crt, env: KAMUS_VAULT_CA_CERT, components: [encryptor, decryptor]}
+{{- end }}
+{{- end }}
+{{- if .Values.decryptor.legacyKey.existingSecret.name }}
+- {volume: legacy-key, secret: {{ .Values.decryptor.legacyKey.existingSecret.name | quote }}, key: {{ .Values.decryptor.legacyKey.existingSecret.key | quote }}, dir: /etc/kamus/keys/legacy, file: legacy.key, env: KAMUS_LEGACY_KEY_FILE, components: [decryptor]}
+{{- end }}
+{{- end -}}
+
+{{/* One key given as an existing Secret or as a value, never both, never neither. */}}
+{{- define "kamus.validateKey" -}}
+{{- if and .existing .created -}}
+{{- fail (printf "%s: set %s.existingSecret.name or %s, not both" .what .path .createPath) -}}
+{{- end -}}
+{{- if not (or .existing .created) -}}
+{{- fail (printf "%s is required and has no default (keys are never generated by the chart): set %s.existingSecret.name to an existing Secret, or %s. %s" .what .path .createPath .hint) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A base64 key of 32+ bytes given as a value. */}}
+{{- define "kamus.validateBase64Key" -}}
+{{- if .value -}}
+{{- $text := .value | trim -}}
+{{- if not (regexMatch "^[A-Za-z0-9+/]+={0,2}$" $text) -}}
+{{- fail (printf "%s must be base64" .path) -}}
+{{- end -}}
+{{- if lt (len (b64dec $text)) 32 -}}
+{{- fail (printf "%s must hold at least 32 bytes (base64 of `head -c 32 /dev/urandom`)" .path) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Every cross-field rule the schema cannot express; each failure says what to set. */}}
+{{- define "kamus.validate" -}}
+{{- $v := .Values -}}
+{{- if eq $v.provider "local" -}}
+{{- include "kamus.validateKey" (dict "what" "The local provider's keyring" "path" "keyring" "createPath" "keyring.create.keyringJson" "existing" $v.keyring.existingSecret.name "created" $v.keyring.create.keyringJson "hint" "Create one with `kamus-cli keyring new keyring.json`, then `kubectl create secret generic kamus-keys --from-file=keyring.json` and `--set keyring.existingSecret.name=kamus-keys`.") -}}
+{{- if $v.keyring.create.keyringJson -}}
+{{- $keyring := fromJson $v.keyring.create.keyringJson -}}
+{{- if or (hasKey $keyring "Error") (not (kindIs "slice" (get $keyring "keys"))) -}}
+{{- fail "keyring.create.keyringJson must be the JSON keyring of `kamus-cli keyring new` ({\"version\": 1, \"keys\": [...]})" -}}
+{{- end -}}
+{{- end -}}
+{{- else -}}
+{{- $required := dict "gcp" (list "gcp.keyRing" $v.gcp.keyRing) "aws" (list "aws.region" $v.aws.region) "pkcs11" (list "pkcs11.library" $v.pkcs11.library) "vault" (list "vault.addr" $v.vault.addr) -}}
+{{- $need := get $required $v.provider -}}
+{{- if not (index $need 1) -}}
+{{- fail (printf "%s is required for the %s provider" (index $need 0) $v.provider) -}}
+{{- end -}}
+{{- if and (eq $v.provider "pkcs11") (not $v.pkcs11.tokenLabel) -}}
+{{- fail "pkcs11.tokenLabel is required for the pkcs11 provider" -}}
+{{- end -}}
+{{- if and (eq $v.provider "pkcs11") (not $v.pkcs11.pin.existingSecret.name) -}}
+{{- fail "pkcs11.pin.existingSecret.name is required for the pkcs11 provider: the user PIN comes from an existing Secret" -}}
+{{- end -}}
+{{- if and (eq $v.provider "vault") (not $v.vault.token.existingSecret.name) -}}
+{{- fail "vault.token.existingSecret.name is required for the vault provider: the token comes from an existing Secret" -}}
+{{- end -}}
+{{- if eq $v.kms.keyMode "shared" -}}
+{{- if not $v.kms.key -}}
+{{- fail (printf "kms.key is required for the %s provider in the shared key mode (or set kms.keyMode=per-service-account)" $v.provider) -}}
+{{- end -}}
+{{- else -}}
+{{- include "kamus.validateKey" (dict "what" "The per-service-account naming key" "path" "kms.namingKey" "createPath" "kms.namingKey.create.value" "existing" $v.kms.namingKey.existingSecret.name "created" $v.kms.namingKey.create.value "hint" "Create one with `head -c 32 /dev/urandom | base64`.") -}}
+{{- include "kamus.validateBase64Key" (dict "path" "kms.namingKey.create.value" "value" $v.kms.namingKey.create.value) -}}
+{{- end -}}
+{{- end -}}
+{{- include "kamus.validateKey" (dict "what" "The decryptor's audit key" "path" "auditKey" "createPath" "auditKey.create.value" "existing" $v.auditKey.existingSecret.name "created" $v.auditKey.create.value "hint" "Create one with `head -c 32 /dev/urandom | base64 > audit.key`.") -}}
+{{- include "kamus.validateBase64Key" (dict "path" "auditKey.create.value" "value" $v.auditKey.create.value) -}}
+{{- if and $v.encryptor.ingress.enabled (not $v.encryptor.ingress.host) -}}
+{{- fail "encryptor.ingress.host is required when encryptor.ingress.enabled is true" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Environment of one component: (dict "root" $ "component" "encryptor"). */}}
+{{- define "kamus.env" -}}
+{{- $v := .root.Values -}}
+{{- $c := index $v .component -}}
+- name: GUNICORN_CMD_ARGS
+  value: {{ printf "--bind=0.0.0.0:8080 --workers=%d --threads=%d --worker-class=gthread --timeout=%d --graceful-timeout=20 --worker-tmp-dir=/tmp" (int $c.gunicorn.workers) (int $c.gunicorn.threads) (int $c.gunicorn.timeout) | quote }}
+- name: KAMUS_PROVIDER
+  value: {{ $v.provider | quote }}
+- name: KAMUS_LOG_LEVEL
+  value: {{ $v.logLevel | quote }}
+- name: KAMUS_MAX_PLAINTEXT_BYTES
+  value: {{ $v.maxPlaintextBytes | int | quote }}
+- name: KAMUS_MAX_BODY_BYTES
+  value: {{ $v.maxBodyBytes | int | quote }}
+- name: KAMUS_PADDING_BUCKET
+  value: {{ $v.paddingBucket | int | quote }}
+- name: KAMUS_ALLOW_DEFAULT_SERVICE_ACCOUNT
+  value: {{ $v.allowDefaultServiceAccount | toString | quote }}
+{{- if include "kamus.remoteProvider" .root }}
+- name: KAMUS_KMS_KEY_MODE
+  value: {{ $v.kms.keyMode | quote }}
+{{- if eq $v.kms.keyMode "shared" }}
+- name: KAMUS_KMS_KEY
+  value: {{ $v.kms.key | quote }}
+{{- end }}
+- name: KAMUS_KMS_DATA_KEY_CACHE_SECONDS
+  value: {{ $v.kms.dataKeyCacheSeconds | toString | quote }}
+- name: KAMUS_KMS_DATA_KEY_CACHE_SIZE
+  value: {{ $v.kms.dataKeyCacheSize | int | quote }}
+- name: KAMUS_KMS_TIMEOUT_SECONDS
+  value: {{ $v.kms.timeoutSeconds | toString | quote }}
+{{- end }}
+{{- if eq $v.provider "gcp" }}
+- name: KAMUS_GCP_KEY_RING
+  value: {{ $v.gcp.keyRing | quote }}
+{{- with $v.gcp.endpoint }}
+- name: KAMUS_GCP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if eq $v.provider "aws" }}
+- name: KAMUS_AWS_REGION
+  value: {{ $v.aws.region | quote }}
+{{- with $v.aws.endpointUrl }}
+- name: KAMUS_AWS_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if eq $v.provider "pkcs11" }}
+- name: KAMUS_PKCS11_LIBRARY
+  value: {{ $v.pkcs11.library | quote }}
+- name: KAMUS_PKCS11_TOKEN_LABEL
+  value: {{ $v.pkcs11.tokenLabel | quote }}
+{{- end }}
+{{- if eq $v.provider "vault" }}
+- name: KAMUS_VAULT_ADDR
+  value: {{ $v.vault.addr | quote }}
+- name: KAMUS_VAULT_TRANSIT_MOUNT
+  value: {{ $v.vault.transitMount | quote }}
+{{- end }}
+{{- if eq .component "decryptor" }}
+- name: KAMUS_TOKEN_AUDIENCES
+  value: {{ join "," $c.tokenAudiences | quote }}
+- name: KAMUS_TOKEN_VERIFICATION
+  value: {{ $c.tokenVerification | quote }}
+{{- with $c.tokenIssuer }}
+- name: KAMUS_TOKEN_ISSUER
+  value: {{ . | quote }}
+{{- end }}
+- name: KAMUS_TOKENREVIEW_TIMEOUT_SECONDS
+  value: {{ $c.tokenReview.timeoutSeconds | toString | quote }}
+- name: KAMUS_TOKENREVIEW_CACHE_SECONDS
+  value: {{ $c.tokenReview.cacheSeconds | toString | quote }}
+- name: KAMUS_TOKENREVIEW_FAILURE_CACHE_SECONDS
+  value: {{ $c.tokenReview.failureCacheSeconds | toString | quote }}
+- name: KAMUS_TOKENREVIEW_MAX_CONCURRENT
+  value: {{ $c.tokenReview.maxConcurrent | int | quote }}
+- name: KAMUS_RATE_LIMIT_FAILURES_PER_MINUTE
+  value: {{ $c.rateLimitFailuresPerMinute | int | quote }}
+- name: KAMUS_MAX_BATCH_ITEMS
+  value: {{ $c.maxBatchItems | int | quote }}
+{{- if $c.legacyKey.existingSecret.name }}
+- name: KAMUS_LEGACY_KEY_DERIVATION
+  value: {{ $c.legacyKey.keyDerivation | toString | quote }}
+{{- end }}
+{{- if $c.auditFile.enabled }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: KAMUS_AUDIT_FILE
+  value: /var/log/kamus/$(POD_NAME).jsonl
+- name: KAMUS_AUDIT_POLICY
+  value: {{ $c.auditFile.policy | quote }}
+- name: KAMUS_AUDIT_FSYNC
+  value: {{ $c.auditFile.fsync | toString | quote }}
+{{- end }}
+{{- end }}
+{{- $component := .component }}
+{{- range (include "kamus.secretFiles" .root | fromYamlArray) }}
+{{- if has $component .components }}
+- name: {{ .env }}
+  value: {{ printf "%s/%s" .dir .file | quote }}
+{{- end }}
+{{- end }}
+{{- with $c.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The Deployment of one component: (dict "root" $ "component" "encryptor"). */}}
+{{- define "kamus.deployment" -}}
+{{- $root := .root -}}
+{{- $v := $root.Values -}}
+{{- $component := .component -}}
+{{- $c := index $v $component -}}
+{{- $files := include "kamus.secretFiles" $root | fromYamlArray -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "kamus.componentName" . }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "kamus.componentLabels" . | nindent 4 }}
+spec:
+  {{- if not $c.autoscaling.enabled }}
+  replicas: {{ $c.replicaCount }}
+  {{- end }}
+  revisionHistoryLimit: 5
+  selector:
+    matchLabels:
+      {{- include "kamus.selectorLabels" . | nindent 6 }}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxUnavailable: 0
+      maxSurge: 1
+  template:
+    metadata:
+      labels:
+        {{- include "kamus.componentLabels" . | nindent 8 }}
+        {{- with $c.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- with $c.podAnnotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    spec:
+      serviceAccountName: {{ include "kamus.serviceAccountName" . }}
+      {{- /* Only the decryptor talks to the Kubernetes API (TokenReview). */}}
+      automountServiceAccountToken: {{ eq $component "decryptor" }}
+      {{- /* Service links would inject KAMUS_*_SERVICE_HOST variables into the settings' namespace. */}}
+      enableServiceLinks: false
+      terminationGracePeriodSeconds: 30
+      securityContext:
+        {{- toYaml $v.podSecurityContext | nindent 8 }}
+      {{- with $v.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $c.priorityClassName }}
+      priorityClassName: {{ . }}
+      {{- end }}
+      {{- with $c.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $c.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $c.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- if $v.topologySpread.enabled }}
+      topologySpreadConstraints:
+        {{- range $v.topologySpread.topologyKeys }}
+        - topologyKey: {{ . }}
+          maxSkew: {{ $v.topologySpread.maxSkew }}
+          whenUnsatisfiable: {{ $v.topologySpread.whenUnsatisfiable }}
+          labelSelector:
+            matchLabels:
+              {{- include "kamus.selectorLabels" (dict "root" $root "component" $component) | nindent 14 }}
+          matchLabelKeys:
+            - pod-template-hash
+        {{- end }}
+      {{- end }}
+      containers:
+        - name: {{ $component }}
+          image: {{ include "kamus.image" . | quote }}
+          imagePullPolicy: {{ $c.image.pullPolicy }}
+          ports:
+            - name: http
+              containerPort: 8080
+              protocol: TCP
+          env:
+            {{- include "kamus.env" . | nindent 12 }}
+          livenessProbe:
+            httpGet:
+              path: /healthz
+              port: http
+            {{- toYaml $c.livenessProbe | nindent 12 }}
+          readinessProbe:
+            httpGet:
+              path: /readyz
+              port: http
+            {{- toYaml $c.readinessProbe | nindent 12 }}
+          resources:
+            {{- toYaml $c.resources | nindent 12 }}
+          securityContext:
+            {{- toYaml $v.containerSecurityContext | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+            {{- range $files }}
+            {{- if has $component .components }}
+            - name: {{ .volume }}
+              mountPath: {{ .dir }}
+              readOnly: true
+            {{- end }}
+            {{- end }}
+            {{- if and (eq $component "decryptor") $c.auditFile.enabled }}
+            - name: audit
+              mountPath: /var/log/kamus
+            {{- end }}
+            {{- with $c.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+      volumes:
+        - name: tmp
+          emptyDir:
+            sizeLimit: {{ $v.tmpSizeLimit }}
+        {{- range $files }}
+        {{- if has $component .components }}
+        - name: {{ .volume }}
+          secret:
+            secretName: {{ .secret }}
+            defaultMode: 0440
+            items:
+              - key: {{ .key }}
+                path: {{ .file }}
+        {{- end }}
+        {{- end }}
+        {{- if and (eq $component "decryptor") $c.auditFile.enabled }}
+        - name: audit
+          {{- if $c.auditFile.existingClaim }}
+          persistentVolumeClaim:
+            claimName: {{ $c.auditFile.existingClaim }}
+          {{- else }}
+          emptyDir:
+            sizeLimit: {{ $c.auditFile.sizeLimit }}
+          {{- end }}
+        {{- end }}
+        {{- with $c.extraVolumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+{{- end -}}

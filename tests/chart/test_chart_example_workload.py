@@ -1,0 +1,108 @@
+"""The example workload chart: valid objects, and a pod wired the way kamus-init and the decryptor
+expect (a kamus-audience projected token, a memory emptyDir, no default token mount)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+from kubernetes_validate import utils as kubernetes_validate  # type: ignore[import-untyped]
+
+from kamus_init.settings import load_settings as load_init_settings
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "charts" / "kamus-example-workload"
+KAMUS = EXAMPLE.parent / "kamus"
+CIPHERTEXTS = {
+    "password": "kamus:v1:local:team-a:example-app:k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8",
+    "api-key": "kamus:v1:local:team-a:example-app:k1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8",
+}
+
+Render = Callable[..., dict[str, str]]
+
+
+@pytest.fixture(scope="module")
+def workload() -> list[dict[str, Any]]:
+    """The example rendered into team-a with two ciphertexts."""
+    with helm.Chart.load(EXAMPLE) as chart:
+        rendered = chart.render(
+            {"secrets": CIPHERTEXTS}, name="example", namespace="team-a", is_install=True
+        )
+    return [
+        document
+        for path, text in sorted(rendered.items())
+        if path.endswith(".yaml")
+        for document in yaml.safe_load_all(text)
+        if document
+    ]
+
+
+def by_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = [m for m in manifests if m["kind"] == kind]
+    return found
+
+
+def test_example_lints_clean_and_validates(workload: list[dict[str, Any]]) -> None:
+    report = helm.lint(EXAMPLE, {"secrets": CIPHERTEXTS}, strict=True, namespace="team-a")
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+    assert report["errors"] == []
+    version = kubernetes_validate.latest_version()
+    for manifest in workload:
+        kubernetes_validate.validate(manifest, version, strict=True)
+    assert sorted(m["kind"] for m in workload) == ["ConfigMap", "Deployment", "ServiceAccount"]
+
+
+def test_example_pod_is_wired_for_kamus_init(workload: list[dict[str, Any]]) -> None:
+    config_map = by_kind(workload, "ConfigMap")
+    assert config_map["data"] == CIPHERTEXTS
+    account = by_kind(workload, "ServiceAccount")
+    assert account["automountServiceAccountToken"] is False
+    spec = by_kind(workload, "Deployment")["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == account["metadata"]["name"] == "example-app"
+    assert spec["automountServiceAccountToken"] is False
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["encrypted"]["configMap"]["name"] == config_map["metadata"]["name"]
+    assert volumes["decrypted"]["emptyDir"]["medium"] == "Memory"
+    (token,) = volumes["kamus-token"]["projected"]["sources"]
+    assert token["serviceAccountToken"]["audience"] == "kamus"
+    assert token["serviceAccountToken"]["path"] == "token"
+
+    (init,) = spec["initContainers"]
+    assert init["args"] == ["-e", "/encrypted", "-d", "/decrypted", "-f", "files"]
+    env = {v["name"]: v["value"] for v in init["env"]}
+    assert env["TOKEN_FILE_PATH"] == "/var/run/secrets/kamus/token"
+    mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    assert mounts == {
+        "encrypted": "/encrypted",
+        "decrypted": "/decrypted",
+        "kamus-token": "/var/run/secrets/kamus",
+    }
+    # kamus-init itself accepts these flags and this environment.
+    settings = load_init_settings(init["args"], env)
+    assert str(settings.token_path) == env["TOKEN_FILE_PATH"]
+    (app,) = spec["containers"]
+    assert {"name": "decrypted", "mountPath": "/secrets", "readOnly": True} in app["volumeMounts"]
+
+
+def test_example_reaches_the_decryptor_service_of_the_kamus_chart(
+    workload: list[dict[str, Any]], manifests: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    (service,) = [
+        m
+        for m in manifests("default")
+        if m["kind"] == "Service"
+        and m["metadata"]["labels"]["app.kubernetes.io/component"] == "decryptor"
+    ]
+    spec = by_kind(workload, "Deployment")["spec"]["template"]["spec"]
+    env = {v["name"]: v["value"] for v in spec["initContainers"][0]["env"]}
+    name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
+    assert service["spec"]["ports"][0]["port"] == 80
+    assert env["KAMUS_URL"] == f"http://{name}.{namespace}.svc"
+
+
+def test_example_refuses_the_default_service_account(render: Render) -> None:
+    with pytest.raises(helm.HelmValuesError, match="serviceAccountName"):
+        render({"serviceAccountName": "default"}, EXAMPLE)

@@ -1,0 +1,182 @@
+"""Security properties of every rendered value set: hardened containers, no API token where none is
+needed, TokenReview rights for the decryptor alone, keys only as read-only files, a decryptor kept
+in-cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Manifest = dict[str, Any]
+Manifests = Callable[[str], list[Manifest]]
+
+
+def objects(manifests: list[Manifest], kind: str) -> dict[str, Manifest]:
+    return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
+
+
+def pod_specs(manifests: list[Manifest]) -> dict[str, dict[str, Any]]:
+    return {
+        name: d["spec"]["template"]["spec"] for name, d in objects(manifests, "Deployment").items()
+    }
+
+
+def test_both_services_are_deployed_with_two_replicas_behind_cluster_ip_services(
+    manifests: Manifests,
+) -> None:
+    rendered = manifests("default")
+    deployments = objects(rendered, "Deployment")
+    assert set(deployments) == {"kamus-encryptor", "kamus-decryptor"}
+    assert all(d["spec"]["replicas"] == 2 for d in deployments.values())
+    services = objects(rendered, "Service")
+    assert set(services) == set(deployments)
+    for name, service in services.items():
+        assert service["spec"]["type"] == "ClusterIP"
+        labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert all(labels[k] == v for k, v in service["spec"]["selector"].items())
+    budgets = objects(rendered, "PodDisruptionBudget")
+    assert {name: b["spec"]["maxUnavailable"] for name, b in budgets.items()} == {
+        "kamus-encryptor": 1,
+        "kamus-decryptor": 1,
+    }
+
+
+def test_every_container_is_non_root_read_only_and_without_capabilities(
+    case: str, manifests: Manifests
+) -> None:
+    for name, spec in pod_specs(manifests(case)).items():
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, name
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert spec["enableServiceLinks"] is False, name
+        assert spec.get("hostNetwork", False) is False
+        assert spec.get("hostPID", False) is False
+        for container in spec["containers"] + spec.get("initContainers", []):
+            context = container["securityContext"]
+            assert context["runAsNonRoot"] is True, name
+            assert context["runAsUser"] == 10001, name
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context.get("privileged", False) is False, name
+            assert context["capabilities"] == {"drop": ["ALL"]}, name
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
+
+
+def test_every_container_has_resources_probes_and_a_writable_tmp(
+    case: str, manifests: Manifests
+) -> None:
+    for name, spec in pod_specs(manifests(case)).items():
+        (container,) = spec["containers"]
+        resources = container["resources"]
+        for bound in ("requests", "limits"):
+            assert set(resources[bound]) >= {"cpu", "memory"}, name
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        (tmp,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+        assert "emptyDir" in volumes[tmp["name"]], name
+
+
+def test_only_the_decryptor_gets_an_api_token(case: str, manifests: Manifests) -> None:
+    rendered = manifests(case)
+    specs = pod_specs(rendered)
+    accounts = objects(rendered, "ServiceAccount")
+    encryptor = specs["kamus-encryptor"]
+    assert encryptor["automountServiceAccountToken"] is False
+    assert accounts[encryptor["serviceAccountName"]]["automountServiceAccountToken"] is False
+    for volume in encryptor["volumes"]:
+        sources = volume.get("projected", {}).get("sources", [])
+        assert not any("serviceAccountToken" in source for source in sources)
+    decryptor = specs["kamus-decryptor"]
+    assert decryptor["automountServiceAccountToken"] is True  # in-cluster config for TokenReview
+    assert decryptor["serviceAccountName"] != encryptor["serviceAccountName"]
+
+
+def test_only_the_decryptor_account_may_review_tokens(case: str, manifests: Manifests) -> None:
+    rendered = manifests(case)
+    decryptor_account = pod_specs(rendered)["kamus-decryptor"]["serviceAccountName"]
+    bindings = objects(rendered, "ClusterRoleBinding")
+    roles = sorted(b["roleRef"]["name"] for b in bindings.values())
+    hybrid = case == "hybrid-tokens"
+    expected = ["system:auth-delegator"]
+    if hybrid:
+        expected.append("system:service-account-issuer-discovery")
+    assert roles == expected
+    for binding in bindings.values():
+        assert binding["roleRef"]["kind"] == "ClusterRole"
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": decryptor_account, "namespace": "kamus"}
+        ]
+    # The chart binds built-in roles only: it grants nothing of its own making.
+    assert not {"Role", "ClusterRole", "RoleBinding"} & {m["kind"] for m in rendered}
+
+
+def test_keys_are_read_only_files_never_environment_values(case: str, manifests: Manifests) -> None:
+    for name, spec in pod_specs(manifests(case)).items():
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        (container,) = spec["containers"]
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        for volume_name, volume in volumes.items():
+            if "secret" in volume:
+                assert mounts[volume_name]["readOnly"] is True, (name, volume_name)
+                assert volume["secret"]["defaultMode"] == 0o440
+        for variable in container["env"]:
+            # Secret settings travel as *_FILE paths; a secretKeyRef would put them in the env.
+            assert "secretKeyRef" not in variable.get("valueFrom", {}), variable["name"]
+            assert variable["name"] not in {"KAMUS_DEV_MODE", "KAMUS_DEV_DIR", "KAMUS_KUBECONFIG"}
+
+
+def test_network_policy_admits_only_pods_of_the_cluster_to_the_decryptor(
+    case: str, manifests: Manifests
+) -> None:
+    rendered = manifests(case)
+    (policy,) = objects(rendered, "NetworkPolicy").values()
+    decryptor = objects(rendered, "Deployment")["kamus-decryptor"]
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"] == decryptor["spec"]["selector"]["matchLabels"]
+    )
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+    for peer in rule["from"]:
+        # A namespaceSelector matches pods only; an ipBlock could admit the outside world.
+        assert "ipBlock" not in peer
+        assert "namespaceSelector" in peer
+    if case == "restricted-network":
+        assert rule["from"][0]["namespaceSelector"] == {
+            "matchLabels": {"kamus.io/secrets": "enabled"}
+        }
+
+
+def test_replicas_are_spread_over_nodes_and_zones(case: str, manifests: Manifests) -> None:
+    for deployment in objects(manifests(case), "Deployment").values():
+        spec = deployment["spec"]["template"]["spec"]
+        constraints = spec["topologySpreadConstraints"]
+        assert [c["topologyKey"] for c in constraints] == [
+            "kubernetes.io/hostname",
+            "topology.kubernetes.io/zone",
+        ]
+        for constraint in constraints:
+            selected = constraint["labelSelector"]["matchLabels"]
+            assert selected == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_audit_file_lives_on_its_own_volume_one_file_per_pod(manifests: Manifests) -> None:
+    for case, kind in (
+        ("audit-file-emptydir", "emptyDir"),
+        ("audit-file-pvc", "persistentVolumeClaim"),
+    ):
+        spec = pod_specs(manifests(case))["kamus-decryptor"]
+        (container,) = spec["containers"]
+        env = {v["name"]: v for v in container["env"]}
+        assert env["KAMUS_AUDIT_FILE"]["value"] == "/var/log/kamus/$(POD_NAME).jsonl"
+        assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        # Kubernetes expands $(POD_NAME) only from variables defined before it.
+        names = [v["name"] for v in container["env"]]
+        assert names.index("POD_NAME") < names.index("KAMUS_AUDIT_FILE")
+        (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/var/log/kamus"]
+        volume = {v["name"]: v for v in spec["volumes"]}[mount["name"]]
+        assert kind in volume
+    encryptor = pod_specs(manifests("audit-file-pvc"))["kamus-encryptor"]
+    assert "KAMUS_AUDIT_FILE" not in {v["name"] for v in encryptor["containers"][0]["env"]}
