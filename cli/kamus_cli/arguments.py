@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import textwrap
 
 
 def positive_seconds(value: str) -> float:
@@ -26,3 +27,8 @@ def file_mode(value: str) -> int:
     if not 0 <= mode <= 0o777:
         raise argparse.ArgumentTypeError(f"expected an octal mode such as 0400, got {value!r}")
     return mode
+
+
+def paragraph(text: str) -> str:
+    """Wrap a description for parsers whose epilog keeps its own line breaks."""
+    return textwrap.fill(text, width=79)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ from urllib3.exceptions import MaxRetryError
 from kamus_cli.errors import (
     ClientError,
     InputError,
+    RateLimitedError,
     ServerRefusedError,
     ServerUnavailableError,
     TLSError,
@@ -26,7 +28,9 @@ from kamus_cli.errors import (
 from kamus_cli.pinning import FingerprintAdapter
 
 ENCRYPT_PATH = "/api/v1/encrypt"
+DECRYPT_PATH = "/api/v1/decrypt"
 DECRYPT_BATCH_PATH = "/api/v1/decrypt/batch"
+REWRAP_PATH = "/api/v1/rewrap"
 CIPHERTEXT_PREFIX = "kamus:"
 # Statuses that say "try again later": a proxy or the service itself is briefly unavailable.
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
@@ -62,7 +66,11 @@ def is_insecure(url: str) -> bool:
 
 
 class KamusClient:
-    """Calls the Kamus encrypt and batch-decrypt APIs over one pooled session."""
+    """Calls the Kamus encrypt, decrypt, batch-decrypt and rewrap APIs over one pooled session.
+
+    ``ca_bundle`` is a PEM file of the CAs to trust instead of the system's; ``cert_fingerprint``
+    pins the server certificate instead of any CA validation. They exclude each other.
+    """
 
     def __init__(
         self,
@@ -71,15 +79,22 @@ class KamusClient:
         user_agent: str,
         timeout: float,
         cert_fingerprint: str | None = None,
+        ca_bundle: Path | None = None,
     ) -> None:
         self._base_url = parse_base_url(base_url)
         self._timeout = timeout
         self._session = requests.Session()
         self._session.headers["User-Agent"] = user_agent
+        if cert_fingerprint is not None and ca_bundle is not None:
+            raise InputError("a certificate pin and a CA bundle exclude each other; pass one")
         if cert_fingerprint is not None:
             if is_insecure(self._base_url):
                 raise InputError("--cert-fingerprint needs an https:// Kamus URL")
             self._session.mount("https://", FingerprintAdapter(cert_fingerprint))
+        if ca_bundle is not None and not ca_bundle.is_file():
+            raise InputError(f"the CA bundle {ca_bundle} is not a readable file")
+        # Passed with every request: requests lets $REQUESTS_CA_BUNDLE override session.verify.
+        self._verify: str | None = str(ca_bundle) if ca_bundle is not None else None
 
     def __enter__(self) -> KamusClient:
         return self
@@ -100,15 +115,28 @@ class KamusClient:
         """Return the ciphertext of ``data`` for the scope; raises a ClientError on failure."""
         body = {"data": data, "namespace": namespace, "service-account": service_account}
         response = self._post(ENCRYPT_PATH, body, headers={"Accept": "text/plain"})
+        return _ciphertext_of(response, "encryptor")
+
+    def decrypt(self, ciphertext: str, *, token: str) -> str:
+        """Return the plaintext of one ciphertext, exactly as the decryptor sent it."""
+        response = self._post(
+            DECRYPT_PATH,
+            {"data": ciphertext},
+            headers={"Authorization": f"Bearer {token}", "Accept": "text/plain"},
+        )
         try:
-            ciphertext = response.content.decode("ascii").strip()
+            return response.content.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise UnexpectedResponseError("the encryptor returned a non-ASCII ciphertext") from exc
-        if not ciphertext.startswith(CIPHERTEXT_PREFIX) or "\n" in ciphertext:
-            raise UnexpectedResponseError(
-                "the encryptor's answer is not a Kamus ciphertext (is the URL the encryptor's?)"
-            )
-        return ciphertext
+            raise UnexpectedResponseError("the decryptor's answer is not UTF-8 text") from exc
+
+    def rewrap(self, ciphertext: str, *, token: str) -> str:
+        """Return ``ciphertext`` sealed again under the active key, for the same scope."""
+        response = self._post(
+            REWRAP_PATH,
+            {"data": ciphertext},
+            headers={"Authorization": f"Bearer {token}", "Accept": "text/plain"},
+        )
+        return _ciphertext_of(response, "decryptor")
 
     def decrypt_batch(
         self, items: Mapping[str, str], *, token: str, timeout: float | None = None
@@ -152,6 +180,7 @@ class KamusClient:
                 headers=dict(headers),
                 timeout=self._timeout if timeout is None else timeout,
                 allow_redirects=False,
+                verify=self._verify,
             )
         except requests.exceptions.SSLError as exc:
             raise TLSError(f"TLS with {self._base_url} failed: {_reason(exc)}") from exc
@@ -174,11 +203,29 @@ class KamusClient:
         return response
 
 
+def _ciphertext_of(response: requests.Response, service: str) -> str:
+    try:
+        ciphertext = response.content.decode("ascii").strip()
+    except UnicodeDecodeError as exc:
+        raise UnexpectedResponseError(f"the {service} returned a non-ASCII ciphertext") from exc
+    if not ciphertext.startswith(CIPHERTEXT_PREFIX) or "\n" in ciphertext:
+        raise UnexpectedResponseError(
+            f"the {service}'s answer is not a Kamus ciphertext (is the URL the {service}'s?)"
+        )
+    return ciphertext
+
+
 def error_for_response(response: requests.Response) -> ClientError:
     """Translate a non-200 answer into a ClientError carrying the server's code and message."""
     status = response.status_code
     code, message = _error_body(response)
     described = f"{message} [{code}, HTTP {status}]" if code else f"{message} [HTTP {status}]"
+    if status == 429:
+        return RateLimitedError(
+            f"the server refused the request: {described}",
+            error_code=code,
+            retry_after=_retry_after(response),
+        )
     if 400 <= status < 500:
         return ServerRefusedError(
             f"the server refused the request: {described}", status=status, error_code=code

@@ -1,18 +1,42 @@
-"""The ``encrypt`` command: send one secret to the encryptor and print its ciphertext."""
+"""The ``encrypt`` command: send secrets to the encryptor and print their ciphertexts.
+
+One secret comes from ``-s``, ``-f`` or standard input; many come from a ``.env`` file
+(``--env-file``), one ciphertext per key. ``--output-format`` prints them as text, JSON or YAML.
+"""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from kamus_cli.arguments import positive_seconds
-from kamus_cli.client import KamusClient, is_insecure, parse_base_url, user_agent
-from kamus_cli.errors import InputError, OutputError
+import yaml
 
-DEFAULT_TIMEOUT = 10.0
+from kamus_cli.arguments import paragraph
+from kamus_cli.connection import add_connection_arguments, checked_url, open_client
+from kamus_cli.destinations import add_output_arguments, check_output, emit
+from kamus_cli.envfile import read_env_file
+from kamus_cli.errors import InputError
+
+OUTPUT_FORMATS = ("text", "json", "yaml")
+URL_ENV = "KAMUS_URL"
+
+EPILOG = """\
+output formats:
+  text   the ciphertext on one line; with --env-file, KEY=ciphertext lines (a .env file)
+  json   {"data": ciphertext, "namespace": ..., "service-account": ...}, the encryptor's own
+         JSON answer; with --env-file, {"KEY": ciphertext, ...}
+  yaml   the same as YAML; the --env-file map is what kamus-init --encrypted-file reads
+
+examples:
+  echo -n "$DB_PASSWORD" | kamus-cli encrypt -n team-a -a api -u https://kamus.example.com
+  kamus-cli encrypt -f tls.key -n team-a -a api -o tls.key.kamus
+  kamus-cli encrypt --env-file app.env -n team-a -a api --output-format yaml > secrets.yaml
+  kamus-cli encrypt -s x -n team-a -a api --cert-fingerprint 3F:9A:...:C1
+"""
 
 
 def register(
@@ -21,78 +45,99 @@ def register(
     """Add the ``encrypt`` command and its Kamus-compatible flags to ``commands``."""
     parser = commands.add_parser(
         "encrypt",
-        help="encrypt a secret for a namespace and service account",
-        description=(
-            "Encrypt a secret for one namespace and service account. The secret comes from -s,"
-            " -f or standard input (one trailing newline stripped); only the ciphertext is"
-            " printed on standard output."
+        help="encrypt secrets for a namespace and service account",
+        description=paragraph(
+            "Encrypt secrets for one namespace and service account with the Kamus encryptor."
+            " The secret comes from -s, -f or standard input (one trailing newline stripped),"
+            " or many from --env-file; only ciphertexts are printed on standard output."
         ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("-s", "--secret", help="the secret (visible in the process list)")
     source.add_argument(
         "-f", "--secret-file", type=Path, help="file holding the secret, used byte for byte"
     )
+    source.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="FILE",
+        help="a .env file: every KEY=value is encrypted, one ciphertext per key",
+    )
     parser.add_argument("-a", "--service-account", required=True, help="target service account")
     parser.add_argument("-n", "--namespace", required=True, help="target namespace")
+    add_connection_arguments(parser, environ, url_env=URL_ENV, service="encryptor")
     parser.add_argument(
-        "-u",
-        "--kamus-url",
-        default=environ.get("KAMUS_URL"),
-        help="encryptor URL (default: $KAMUS_URL)",
+        "--output-format",
+        choices=OUTPUT_FORMATS,
+        default="text",
+        help="text (default), json or yaml; see below",
     )
-    parser.add_argument(
-        "--allow-insecure-url", action="store_true", help="allow a plain http:// Kamus URL"
-    )
-    parser.add_argument(
-        "--cert-fingerprint",
-        help="accept only the server certificate with this SHA-256 fingerprint (hex, colons ok)",
-    )
-    parser.add_argument("-o", "--output", type=Path, help="write the ciphertext to this file")
-    parser.add_argument(
-        "-O", "--overwrite", action="store_true", help="overwrite the --output file if it exists"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=positive_seconds,
-        default=DEFAULT_TIMEOUT,
-        help=f"seconds to wait for the encryptor (default: {DEFAULT_TIMEOUT:g})",
-    )
+    add_output_arguments(parser, "the output (a single text ciphertext without newline)")
     parser.set_defaults(run=run, parser=parser)
 
 
 def run(args: argparse.Namespace) -> None:
-    """Encrypt the secret and write the ciphertext; raises a ClientError on failure."""
-    if not args.kamus_url:
-        args.parser.error("the Kamus URL is required: pass -u/--kamus-url or set KAMUS_URL")
-    url = parse_base_url(args.kamus_url)
-    if is_insecure(url) and not args.allow_insecure_url:
-        raise InputError(
-            f"refusing to send a secret over plain http to {url};"
-            " use https:// or pass --allow-insecure-url"
-        )
-    if args.output is not None and args.output.exists() and not args.overwrite:
-        raise InputError(f"{args.output} already exists; pass -O/--overwrite to replace it")
-    secret = read_secret(args.secret, args.secret_file)
-    with KamusClient(
-        url,
-        user_agent=user_agent("kamus-cli"),
-        timeout=args.timeout,
-        cert_fingerprint=args.cert_fingerprint,
-    ) as client:
-        ciphertext = client.encrypt(
-            secret, namespace=args.namespace, service_account=args.service_account
-        )
-    if args.output is None:
-        sys.stdout.write(ciphertext + "\n")
-        sys.stdout.flush()
+    """Encrypt the secret(s) and write the ciphertext(s); raises a ClientError on failure."""
+    url = checked_url(args, sends="a secret", url_env=URL_ENV)
+    check_output(args)
+    many = args.env_file is not None
+    secrets = (
+        _checked_values(read_env_file(args.env_file), args.env_file)
+        if many
+        else {"": read_secret(args.secret, args.secret_file)}
+    )
+    with open_client(args, url) as client:
+        ciphertexts = {
+            name: client.encrypt(
+                secret, namespace=args.namespace, service_account=args.service_account
+            )
+            for name, secret in secrets.items()
+        }
+    if many:
+        text = format_map(ciphertexts, args.output_format)
     else:
-        write_ciphertext(args.output, ciphertext, overwrite=args.overwrite)
+        text = format_one(ciphertexts[""], args.namespace, args.service_account, args.output_format)
+    # The single text ciphertext goes to a file without a newline, as Kamus wrote it.
+    single_text = not many and args.output_format == "text"
+    emit(args, text if args.output is None or single_text else text + "\n")
     print(
-        f"kamus-cli: encrypted for service account {args.service_account!r}"
-        f" in namespace {args.namespace!r}",
+        f"kamus-cli: encrypted {len(ciphertexts)} secret(s) for service account"
+        f" {args.service_account!r} in namespace {args.namespace!r}",
         file=sys.stderr,
     )
+
+
+def format_one(ciphertext: str, namespace: str, service_account: str, output_format: str) -> str:
+    """One ciphertext as text, or as the encryptor's JSON answer in JSON or YAML."""
+    if output_format == "text":
+        return ciphertext
+    document = {"data": ciphertext, "namespace": namespace, "service-account": service_account}
+    return _dump(document, output_format)
+
+
+def format_map(ciphertexts: Mapping[str, str], output_format: str) -> str:
+    """``{name: ciphertext}`` as ``NAME=ciphertext`` lines, JSON or YAML (no final newline)."""
+    if output_format == "text":
+        # A ciphertext has no character that needs quoting in a .env file or a shell.
+        return "\n".join(f"{name}={ciphertext}" for name, ciphertext in ciphertexts.items())
+    return _dump(dict(ciphertexts), output_format)
+
+
+def _dump(document: Mapping[str, str], output_format: str) -> str:
+    if output_format == "json":
+        return json.dumps(document, indent=2)
+    return yaml.safe_dump(dict(document), default_flow_style=False, sort_keys=False).rstrip("\n")
+
+
+def _checked_values(values: Mapping[str, str], origin: Path) -> dict[str, str]:
+    if not values:
+        raise InputError(f"{origin} holds no KEY=value; there is nothing to encrypt")
+    empty = [key for key, value in values.items() if not value]
+    if empty:
+        raise InputError(f"{origin}: the value of {', '.join(empty)} is empty")
+    return dict(values)
 
 
 def read_secret(secret: str | None, secret_file: Path | None) -> str:
@@ -116,19 +161,6 @@ def read_secret(secret: str | None, secret_file: Path | None) -> str:
     raw = sys.stdin.buffer.read()
     # `echo secret | kamus-cli encrypt …` adds exactly one newline that is not part of the secret.
     return _checked(raw.removesuffix(b"\n"), "standard input")
-
-
-def write_ciphertext(path: Path, ciphertext: str, *, overwrite: bool) -> None:
-    """Write ``ciphertext`` (no trailing newline, as Kamus did) to ``path``."""
-    # "x" re-checks at open time, so a file created since the early check is not clobbered.
-    mode = "w" if overwrite else "x"
-    try:
-        with path.open(mode, encoding="ascii") as handle:
-            handle.write(ciphertext)
-    except FileExistsError as exc:
-        raise InputError(f"{path} already exists; pass -O/--overwrite to replace it") from exc
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from exc
 
 
 def _checked(raw: bytes, origin: str) -> str:

@@ -10,6 +10,7 @@ a plaintext or a token.
         ├── InputError                 bad local input or configuration             exit 3
         ├── OutputError                an output file could not be written          exit 4
         ├── ServerRefusedError         the server answered 4xx                      exit 5
+        │   └── RateLimitedError       429: too many failed attempts, try later     exit 5
         ├── ServerUnavailableError     5xx, network failure, timeout, deadline      exit 6
         ├── TLSError                   certificate verification or pin failure      exit 7
         └── UnexpectedResponseError    the answer does not follow the Kamus API     exit 8
@@ -47,6 +48,18 @@ class ServerRefusedError(ClientError):
         self.status = status
         self.error_code = error_code
         super().__init__(message)
+
+
+class RateLimitedError(ServerRefusedError):
+    """The server answered 429: retry after ``retry_after`` seconds (kamus-init does)."""
+
+    code = "rate_limited"
+
+    def __init__(
+        self, message: str, *, error_code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, status=429, error_code=error_code)
 
 
 class ServerUnavailableError(ClientError):

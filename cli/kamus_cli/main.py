@@ -7,22 +7,41 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from kamus_cli import encrypt, keyring
+from kamus_cli import decryption, encrypt, inspection, keyring, seal
+from kamus_cli.arguments import paragraph
 from kamus_cli.client import package_version
 from kamus_cli.errors import ClientError
 from kamus_cli.exitcodes import ExitCode, exit_code_for
 
 PROGRAM = "kamus-cli"
+EPILOG = """\
+exit codes:
+  0 success            1 unexpected error (a bug)   2 usage error
+  3 input or configuration error                    4 an output file could not be written
+  5 the server refused (4xx)                        6 the server is unavailable (5xx, network)
+  7 TLS failure                                     8 the answer is not the Kamus API
+Details: docs/CLI.md.
+"""
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """Return the parser of every command; each command module registers its own sub-parser."""
     parser = argparse.ArgumentParser(
-        prog=PROGRAM, description="Kamus command line: encrypt secrets for Kubernetes workloads."
+        prog=PROGRAM,
+        description=paragraph(
+            "Kamus command line: encrypt secrets for one namespace and service account, seal"
+            " Secret manifests into ConfigMaps, inspect, rewrap and (for debugging) decrypt"
+            " ciphertexts, and manage a local keyring. `kamus-cli COMMAND --help` for details."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-V", "--version", action="version", version=package_version())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     encrypt.register(commands, environ)
+    seal.register(commands, environ)
+    inspection.register(commands, environ)
+    decryption.register(commands, environ)
     keyring.register(commands, environ)
     return parser
 

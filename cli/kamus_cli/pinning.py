@@ -1,4 +1,9 @@
-"""Certificate pinning for ``--cert-fingerprint``: the pin replaces CA validation."""
+"""Certificate pinning for ``--cert-fingerprint``: the pin replaces CA validation.
+
+SHA-256 is the fingerprint to use. The SHA-1 form (40 hex digits, what the original Kamus CLI
+compared: Node's ``getPeerCertificate().fingerprint``) is accepted so Kamus users' scripts keep
+working; the command warns that it is weak.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,15 @@ from requests.adapters import HTTPAdapter
 from kamus_cli.errors import InputError
 
 _SHA256_HEX_DIGITS = 64
+_SHA1_HEX_DIGITS = 40
 
 
 def normalize_fingerprint(text: str) -> str:
-    """Return ``text`` as 64 lower-case hex digits; raise InputError unless it is a SHA-256."""
+    """Return ``text`` as lower-case hex digits; raise InputError unless a SHA-256 or SHA-1."""
     digits = text.strip().replace(":", "").lower()
-    if len(digits) != _SHA256_HEX_DIGITS or not set(digits) <= set(string.hexdigits):
+    if len(digits) not in (_SHA256_HEX_DIGITS, _SHA1_HEX_DIGITS) or not set(digits) <= set(
+        string.hexdigits
+    ):
         raise InputError(
             "--cert-fingerprint must be the certificate's SHA-256 fingerprint: 64 hex digits,"
             " colons allowed (openssl x509 -noout -fingerprint -sha256 -in cert.pem)"
@@ -25,8 +33,13 @@ def normalize_fingerprint(text: str) -> str:
     return digits
 
 
+def is_sha1(fingerprint: str) -> bool:
+    """Tell whether a normalized fingerprint is the weak SHA-1 form."""
+    return len(fingerprint) == _SHA1_HEX_DIGITS
+
+
 class FingerprintAdapter(HTTPAdapter):
-    """Accepts exactly the server certificate whose SHA-256 matches the pin."""
+    """Accepts exactly the server certificate whose SHA-256 (or SHA-1) matches the pin."""
 
     def __init__(self, fingerprint: str) -> None:
         self._fingerprint = normalize_fingerprint(fingerprint)

@@ -1,4 +1,8 @@
-"""Retrying transient decryptor failures with exponential backoff and jitter, within a deadline."""
+"""Retrying transient decryptor failures with exponential backoff and jitter, within a deadline.
+
+Transient: a ServerUnavailableError marked transient (502/503/504, connection refused or reset,
+timeouts) and a RateLimitedError (429). A ``Retry-After`` longer than the backoff is honoured.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from kamus_cli.errors import ServerUnavailableError
+from kamus_cli.errors import RateLimitedError, ServerUnavailableError
 
 T = TypeVar("T")
 
@@ -44,7 +48,7 @@ def call_with_retries(
     sleep: Callable[[float], None] = time.sleep,
     draw: Callable[[], float] = random.random,
 ) -> T:
-    """Return ``call(attempt_timeout)``, retrying transient ServerUnavailableErrors.
+    """Return ``call(attempt_timeout)``, retrying transient ServerUnavailableErrors and 429s.
 
     Other errors propagate at once. When the next wait would pass ``deadline`` seconds from the
     start, raises a non-transient ServerUnavailableError holding the last reason.
@@ -56,8 +60,8 @@ def call_with_retries(
         remaining = end - clock()
         try:
             return call(min(remaining, policy.attempt_timeout))
-        except ServerUnavailableError as exc:
-            if not exc.transient:
+        except (ServerUnavailableError, RateLimitedError) as exc:
+            if isinstance(exc, ServerUnavailableError) and not exc.transient:
                 raise
             wait = policy.delay(retry, exc.retry_after, draw)
             retry += 1

@@ -1,19 +1,34 @@
 """Output formats: each turns the plaintexts into ``{file name: content}`` for the output folder.
 
 A format is a function ``(plaintexts, spec) -> {file name: bytes}`` registered in ``FORMATS``; it
-writes nothing itself (:mod:`kamus_init.outputs` does, atomically). New formats (cfg, env, yaml,
-template) add a function here and, when they need more than the file name, a field to OutputSpec.
+writes nothing itself (:mod:`kamus_init.outputs` does, atomically). Items arrive in name order.
+
+``files``, ``json``, ``cfg`` and ``cfg-strict`` write the bytes Kamus's init container wrote (its
+EJS templates), including its harmless quirks: like Kamus, whose HTTP client parsed every
+plaintext as JSON when it could, a plaintext that is a JSON object or array is written as compact
+JSON, and
+``cfg-strict`` leaves JSON numbers, booleans and ``null`` unquoted. Where Kamus's quirks corrupt
+data they are not copied: strings are escaped in ``json``, and a number keeps its own spelling
+(Kamus wrote ``1.50`` as ``1.5``). docs/CLI.md lists every difference.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import yaml
+
 from kamus_cli.errors import InputError
+from kamus_init.jsonvalues import compact_json, parsed_json, stringify_if_json
+from kamus_init.templates import TemplateFile
 
 _MAX_NAME_BYTES = 255
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Characters that mean the same bare in POSIX sh, bash and docker's --env-file: a value made only
+# of these is written unquoted, so every reader sees exactly the same bytes.
+_ENV_BARE = re.compile(r"[A-Za-z0-9_@%+=:,./-]*")
 
 
 @dataclass(frozen=True)
@@ -21,6 +36,7 @@ class OutputSpec:
     """What a format needs besides the plaintexts."""
 
     file_name: str
+    template: TemplateFile | None = None
 
 
 Format = Callable[[Mapping[str, str], OutputSpec], dict[str, bytes]]
@@ -39,25 +55,106 @@ def check_file_name(name: str) -> str:
 
 
 def render_files(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, bytes]:
-    """One file per item, named by the item, holding the plaintext byte for byte."""
-    return {check_file_name(name): value.encode("utf-8") for name, value in plaintexts.items()}
+    """One file per item, named by the item: the plaintext, a JSON object or array compacted."""
+    return {
+        check_file_name(name): stringify_if_json(value).encode("utf-8")
+        for name, value in plaintexts.items()
+    }
 
 
 def render_json(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, bytes]:
-    """One JSON object ``{name: plaintext}`` in ``spec.file_name``, indented like Kamus's."""
-    document = {name: _json_value(value) for name, value in plaintexts.items()}
-    text = json.dumps(document, indent=4, ensure_ascii=False)
+    """Kamus's json.ejs layout: ``{ `` line, one ``    "name":value ,`` line per item, ``}``."""
+    lines = []
+    for index, (name, plaintext) in enumerate(plaintexts.items()):
+        ok, value = parsed_json(plaintext)
+        # Kamus embedded objects and arrays as JSON; everything else as a string (Kamus did not
+        # escape it, so a quote broke the file: we do).
+        text = (
+            compact_json(value)
+            if ok and isinstance(value, dict | list)
+            else compact_json(plaintext)
+        )
+        separator = " ," if index < len(plaintexts) - 1 else ""
+        lines.append(f"    {compact_json(name)}:{text}{separator}\n")
+    return _single(spec, "{ \n" + "".join(lines) + "}")
+
+
+def render_cfg(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, bytes]:
+    """Kamus's cfg.ejs: ``name=value`` lines, JSON objects and arrays compacted to one line."""
+    lines = (f"{name}={stringify_if_json(value)}\n" for name, value in plaintexts.items())
+    return _single(spec, "".join(lines))
+
+
+def render_cfg_strict(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, bytes]:
+    """Kamus's cfg-strict.ejs: like cfg, but strings in double quotes (not escaped, as Kamus)."""
+    lines = []
+    for name, plaintext in plaintexts.items():
+        ok, value = parsed_json(plaintext)
+        if not ok:
+            lines.append(f'{name}="{plaintext}"\n')
+        elif isinstance(value, str):
+            # Kamus's client had already unquoted a JSON string plaintext before quoting it again.
+            lines.append(f'{name}="{value}"\n')
+        elif isinstance(value, dict | list):
+            lines.append(f"{name}={compact_json(value)}\n")
+        else:
+            lines.append(f"{name}={plaintext.strip()}\n")
+    return _single(spec, "".join(lines))
+
+
+def env_value(value: str) -> str:
+    """Quote ``value`` for a POSIX shell; bare when it needs no quoting (docs/CLI.md, ``env``)."""
+    if _ENV_BARE.fullmatch(value):
+        return value
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def render_env(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, bytes]:
+    """``NAME=value`` lines a shell can source and docker's --env-file can read, one per item."""
+    invalid = [name for name in plaintexts if not ENV_NAME.fullmatch(name)]
+    if invalid:
+        listed = ", ".join(repr(name) for name in invalid)
+        raise InputError(
+            f"{listed} cannot be environment variable names (letters, digits and _, not starting"
+            " with a digit); rename the keys or use another format"
+        )
+    for name, value in plaintexts.items():
+        if any(not ch.isprintable() and ch != "\t" for ch in value):
+            # A line break would let the rest of the value read as more variables in docker's
+            # --env-file; other control characters do not survive a shell either.
+            raise InputError(
+                f"the value of {name} holds a line break or control character, which an env file"
+                " cannot carry on one line; use -f files, json or yaml for it"
+            )
+    lines = (f"{name}={env_value(value)}\n" for name, value in plaintexts.items())
+    return _single(spec, "".join(lines))
+
+
+def render_yaml(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, bytes]:
+    """One YAML mapping ``{name: plaintext}``, every value a string (yaml.safe_dump)."""
+    text = yaml.safe_dump(
+        dict(plaintexts), default_flow_style=False, allow_unicode=True, sort_keys=False, width=2**30
+    )
+    return _single(spec, text)
+
+
+def render_template(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, bytes]:
+    """The sandboxed Jinja2 template of ``--template`` rendered with ``secrets``."""
+    if spec.template is None:
+        raise InputError("-f template needs --template FILE")
+    return _single(spec, spec.template.render(plaintexts))
+
+
+def _single(spec: OutputSpec, text: str) -> dict[str, bytes]:
     return {check_file_name(spec.file_name): text.encode("utf-8")}
 
 
-def _json_value(plaintext: str) -> object:
-    # Kamus embedded a plaintext that is itself a JSON object or array as a nested value (its
-    # HTTP client parsed it); apps reading config["key.json"]["field"] rely on that.
-    try:
-        value = json.loads(plaintext)
-    except ValueError:
-        return plaintext
-    return value if isinstance(value, dict | list) else plaintext
-
-
-FORMATS: Mapping[str, Format] = {"files": render_files, "json": render_json}
+FORMATS: Mapping[str, Format] = {
+    "files": render_files,
+    "json": render_json,
+    "cfg": render_cfg,
+    "cfg-strict": render_cfg_strict,
+    "env": render_env,
+    "yaml": render_yaml,
+    "template": render_template,
+}

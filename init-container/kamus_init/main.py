@@ -21,11 +21,16 @@ PROGRAM = "kamus-init"
 
 def run(settings: Settings, *, backoff: Backoff | None = None) -> int:
     """Decrypt and write everything, returning the number of items; raises a ClientError."""
-    ciphertexts = read_ciphertexts(settings.encrypted_folders)
+    ciphertexts = read_ciphertexts(
+        settings.encrypted_folders,
+        encrypted_files=settings.encrypted_files,
+        skip=(settings.template.path,) if settings.template is not None else (),
+    )
     with KamusClient(
         settings.kamus_url,
         user_agent=user_agent(PROGRAM),
         timeout=(backoff or Backoff()).attempt_timeout,
+        ca_bundle=settings.ca_bundle,
     ) as client:
 
         def attempt(timeout: float) -> dict[str, str]:
@@ -35,7 +40,9 @@ def run(settings: Settings, *, backoff: Backoff | None = None) -> int:
 
         plaintexts = call_with_retries(attempt, deadline=settings.deadline, backoff=backoff)
     render = FORMATS[settings.output_format]
-    files = render(plaintexts, OutputSpec(file_name=settings.decrypted_file_name))
+    files = render(
+        plaintexts, OutputSpec(file_name=settings.decrypted_file_name, template=settings.template)
+    )
     write_atomically(settings.decrypted_path, files, mode=settings.file_mode)
     return len(plaintexts)
 

@@ -7,16 +7,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kamus_cli.arguments import file_mode, positive_seconds
+from kamus_cli.arguments import file_mode, paragraph, positive_seconds
 from kamus_cli.client import package_version, parse_base_url
 from kamus_cli.errors import InputError
 from kamus_init.credentials import token_path
 from kamus_init.formats import FORMATS, check_file_name
+from kamus_init.templates import TemplateFile, default_output_name
 
-DEFAULT_FILE_NAME = "config.json"  # the name Kamus's own examples pass with -n
+# The json name is the one Kamus's own examples pass with -n; the others follow it.
+DEFAULT_FILE_NAMES = {
+    "json": "config.json",
+    "cfg": "config.cfg",
+    "cfg-strict": "config.cfg",
+    "env": "config.env",
+    "yaml": "config.yaml",
+}
 DEFAULT_FORMAT = "json"  # Kamus's default
 DEFAULT_FILE_MODE = 0o400
 DEFAULT_DEADLINE = 60.0
+CA_BUNDLE_ENV = "KAMUS_CA_BUNDLE"
 
 
 @dataclass(frozen=True)
@@ -31,26 +40,64 @@ class Settings:
     deadline: float
     kamus_url: str
     token_path: Path
+    encrypted_files: tuple[Path, ...] = ()
+    template: TemplateFile | None = None
+    ca_bundle: Path | None = None
+
+
+def output_format(value: str) -> str:
+    """Parse -f: a known format, any case; Kamus's EJS ``custom`` gets a pointer to ``template``."""
+    name = value.lower()
+    if name == "custom":
+        raise argparse.ArgumentTypeError(
+            "Kamus's EJS 'custom' format is not supported: translate template.ejs to Jinja2"
+            " (docs/CLI.md) and pass -f template --template FILE"
+        )
+    if name not in FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"unknown format {value!r}; choose from {', '.join(FORMATS)}"
+        )
+    return name
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of kamus-init's Kamus-compatible flags."""
     parser = argparse.ArgumentParser(
         prog="kamus-init",
-        description=(
-            "Decrypt every ciphertext in the encrypted folders with one call to the Kamus"
-            " decryptor and write the plaintexts to the decrypted path, all or nothing."
-            " Environment: KAMUS_URL (required), TOKEN_FILE_PATH."
+        description=paragraph(
+            "Decrypt every ciphertext in the encrypted folders (and --encrypted-file maps) with"
+            " one call to the Kamus decryptor and write the plaintexts to the decrypted path,"
+            " all or nothing. Environment: KAMUS_URL (required), TOKEN_FILE_PATH,"
+            f" {CA_BUNDLE_ENV}."
         ),
+        epilog=(
+            "examples:\n"
+            "  kamus-init -e /encrypted -d /decrypted -f files\n"
+            "  kamus-init -e /encrypted,/shared -d /decrypted -f env -n app.env\n"
+            "  kamus-init --encrypted-file /encrypted/secrets.yaml -d /decrypted -f yaml\n"
+            "  kamus-init -e /encrypted -d /decrypted -f template --template /tpl/app.conf.j2\n"
+            "\nexit codes: 0 ok, 2 usage, 3 input, 4 output, 5 refused, 6 unavailable,\n"
+            "  7 TLS, 8 not the Kamus API (docs/CLI.md)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-V", "--version", action="version", version=package_version())
     parser.add_argument(
         "-e",
         "--encrypted-folders",
         action="append",
-        required=True,
+        default=[],
         metavar="PATHS",
         help="folder(s) holding one ciphertext per file; comma-separated and/or repeated",
+    )
+    parser.add_argument(
+        "--encrypted-file",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="a YAML or JSON map {name: ciphertext}, or a ConfigMap manifest; repeatable,"
+        " instead of or besides -e",
     )
     parser.add_argument(
         "-d", "--decrypted-path", type=Path, required=True, help="folder to write into"
@@ -58,16 +105,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-n",
         "--decrypted-file-name",
-        default=DEFAULT_FILE_NAME,
-        help=f"output file name for single-file formats (default: {DEFAULT_FILE_NAME})",
+        help="output file name for single-file formats (default: config.json, config.cfg,"
+        " config.env, config.yaml; for template, the template's name without .j2)",
     )
     parser.add_argument(
         "-f",
         "--output-format",
-        type=str.lower,
-        choices=sorted(FORMATS),
+        type=output_format,
         default=DEFAULT_FORMAT,
-        help=f"output format (default: {DEFAULT_FORMAT})",
+        metavar="FORMAT",
+        help=f"{', '.join(FORMATS)} (default: {DEFAULT_FORMAT})",
+    )
+    parser.add_argument(
+        "--template",
+        type=Path,
+        metavar="FILE",
+        help="Jinja2 template for -f template, rendered in a sandbox with `secrets`; a file in"
+        " an encrypted folder is not taken as a ciphertext",
+    )
+    parser.add_argument(
+        "--ca-bundle",
+        type=Path,
+        metavar="FILE",
+        help=f"PEM file of the CAs that sign the decryptor's certificate"
+        f" (default: ${CA_BUNDLE_ENV})",
     )
     parser.add_argument(
         "--file-mode",
@@ -94,8 +155,8 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Set
         if part.strip()
     )
     problems: list[str] = []
-    if not folders:
-        problems.append("-e/--encrypted-folders names no folder")
+    if not folders and not args.encrypted_file:
+        problems.append("no input: pass -e/--encrypted-folders and/or --encrypted-file")
     url = environ.get("KAMUS_URL", "").strip()
     if not url:
         problems.append("KAMUS_URL is not set")
@@ -104,19 +165,52 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Set
             url = parse_base_url(url)
         except InputError as exc:
             problems.append(str(exc))
-    try:
-        check_file_name(args.decrypted_file_name)
-    except InputError as exc:
-        problems.append(f"-n/--decrypted-file-name: {exc}")
+    template = None
+    if args.output_format == "template" and args.template is None:
+        problems.append("-f template needs --template FILE")
+    elif args.output_format != "template" and args.template is not None:
+        problems.append("--template is only used with -f template")
+    elif args.template is not None:
+        try:
+            template = TemplateFile(args.template)
+        except InputError as exc:
+            problems.append(str(exc))
+    file_name = args.decrypted_file_name
+    if file_name is None:
+        file_name = _default_file_name(args.output_format, args.template)
+    if file_name is None:
+        problems.append("-n/--decrypted-file-name is needed: the template's name has no .j2")
+    else:
+        try:
+            check_file_name(file_name)
+        except InputError as exc:
+            problems.append(f"-n/--decrypted-file-name: {exc}")
+    ca_bundle = args.ca_bundle or _path_from(environ, CA_BUNDLE_ENV)
+    if ca_bundle is not None and not ca_bundle.is_file():
+        problems.append(f"the CA bundle {ca_bundle} is not a readable file")
     if problems:
         raise InputError("; ".join(problems))
     return Settings(
         encrypted_folders=folders,
         decrypted_path=args.decrypted_path,
-        decrypted_file_name=args.decrypted_file_name,
+        decrypted_file_name=file_name or "",
         output_format=args.output_format,
         file_mode=args.file_mode,
         deadline=args.timeout,
         kamus_url=url,
         token_path=token_path(environ),
+        encrypted_files=tuple(args.encrypted_file),
+        template=template,
+        ca_bundle=ca_bundle,
     )
+
+
+def _default_file_name(output_format: str, template: Path | None) -> str | None:
+    if output_format == "template":
+        return default_output_name(template) if template is not None else "config"
+    return DEFAULT_FILE_NAMES.get(output_format, DEFAULT_FILE_NAMES[DEFAULT_FORMAT])
+
+
+def _path_from(environ: Mapping[str, str], name: str) -> Path | None:
+    value = environ.get(name, "").strip()
+    return Path(value) if value else None

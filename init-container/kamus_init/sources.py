@@ -1,31 +1,45 @@
-"""Reading the ciphertexts: every non-hidden regular file of the encrypted folders."""
+"""Reading the ciphertexts: every non-hidden regular file of the encrypted folders, and the
+``{name: ciphertext}`` maps of ``--encrypted-file``."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
+
+import yaml
 
 from kamus_cli.errors import InputError
 
 
-def read_ciphertexts(folders: Sequence[Path]) -> dict[str, str]:
-    """Return ``{file name: ciphertext}`` from ``folders``; raise InputError on any problem.
+def read_ciphertexts(
+    folders: Sequence[Path],
+    *,
+    encrypted_files: Sequence[Path] = (),
+    skip: Collection[Path] = (),
+) -> dict[str, str]:
+    """Return ``{name: ciphertext}`` from ``folders`` and ``encrypted_files``; InputError else.
 
-    Hidden entries are skipped: a ConfigMap mount holds its keys as symlinks into a hidden
-    ``..data`` directory next to hidden timestamped directories. Symlinks are followed, other
-    directories are skipped, and each file's content is stripped of surrounding whitespace.
+    In folders, hidden entries are skipped: a ConfigMap mount holds its keys as symlinks into a
+    hidden ``..data`` directory next to hidden timestamped directories. Symlinks are followed,
+    other directories are skipped, and each file's content is stripped of surrounding
+    whitespace. Files that resolve to a path in ``skip`` (the template) are not ciphertexts.
+    A name found twice, in folders or maps, is an error.
     """
     found: dict[str, str] = {}
     origin: dict[str, Path] = {}
     visited: set[Path] = set()
+    skipped = {path.resolve() for path in skip}
     for folder in folders:
         if folder.resolve() in visited:
             continue
         visited.add(folder.resolve())
         for name in _visible_names(folder):
             path = folder / name
+            if path.resolve() in skipped:
+                continue
             try:
                 mode = path.stat().st_mode  # follows the ConfigMap's symlinks
             except OSError as exc:
@@ -38,10 +52,47 @@ def read_ciphertexts(folders: Sequence[Path]) -> dict[str, str]:
                 raise InputError(f"the name {name!r} is in both {origin[name]} and {folder}")
             found[name] = _read_ciphertext(path)
             origin[name] = folder
+    for path in encrypted_files:
+        for name, ciphertext in read_encrypted_file(path).items():
+            if name in found:
+                raise InputError(f"the name {name!r} is in both {origin[name]} and {path}")
+            found[name] = ciphertext
+            origin[name] = path
     if not found:
-        listed = ", ".join(str(folder) for folder in folders)
+        listed = ", ".join(str(place) for place in (*folders, *encrypted_files))
         raise InputError(f"no ciphertext found in {listed}")
-    return found
+    # Name order, whatever the source: the single-file formats write items in this order.
+    return dict(sorted(found.items()))
+
+
+def read_encrypted_file(path: Path) -> dict[str, str]:
+    """Return the ``{name: ciphertext}`` map of a YAML or JSON file, or of a ConfigMap manifest.
+
+    A document with ``kind: ConfigMap`` (what ``kamus-cli seal`` prints) gives its ``data``.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path} (a UTF-8 YAML or JSON file)") from exc
+    try:
+        document = json.loads(text)
+    except ValueError:
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InputError(f"{path} is neither JSON nor YAML") from exc
+    if isinstance(document, dict) and document.get("kind") == "ConfigMap":
+        document = document.get("data") or {}
+    if not isinstance(document, dict) or not document:
+        raise InputError(f"{path} must hold a non-empty map of name: ciphertext")
+    items: dict[str, str] = {}
+    for name, ciphertext in document.items():
+        if not isinstance(name, str) or not isinstance(ciphertext, str):
+            raise InputError(f"{path}: every name and ciphertext must be a string")
+        if not ciphertext.strip():
+            raise InputError(f"{path}: the ciphertext of {name!r} is empty")
+        items[name] = ciphertext.strip()
+    return items
 
 
 def _visible_names(folder: Path) -> list[str]:

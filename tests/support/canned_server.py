@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import ipaddress
 import json
 import ssl
 import threading
@@ -133,11 +134,12 @@ def serve(server: CannedServer, ssl_context: ssl.SSLContext | None = None) -> It
 
 @dataclass(frozen=True)
 class Certificate:
-    """A self-signed server certificate and its SHA-256 fingerprint."""
+    """A self-signed server certificate for 127.0.0.1 (its own CA) and its fingerprints."""
 
     cert_path: Path
     key_path: Path
     sha256: str
+    sha1: str
 
     def server_context(self) -> ssl.SSLContext:
         """Return a server-side TLS context presenting this certificate."""
@@ -159,6 +161,11 @@ def self_signed_certificate(folder: Path) -> Certificate:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=1))
         .not_valid_after(now + datetime.timedelta(days=1))
+        # The IP address lets a client trusting this certificate as its CA bundle verify the host.
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
@@ -171,4 +178,9 @@ def self_signed_certificate(folder: Path) -> Certificate:
         )
     )
     der = cert.public_bytes(serialization.Encoding.DER)
-    return Certificate(cert_path, key_path, hashlib.sha256(der).hexdigest())
+    return Certificate(
+        cert_path,
+        key_path,
+        hashlib.sha256(der).hexdigest(),
+        hashlib.sha1(der).hexdigest(),  # the fingerprint Kamus users have
+    )

@@ -32,6 +32,14 @@ def encryptor() -> Iterator[CannedServer]:
 
 
 @pytest.fixture
+def decryptor() -> Iterator[CannedServer]:
+    """A canned Kamus decryptor on 127.0.0.1 over plain http."""
+    server = CannedServer()
+    with serve(server):
+        yield server
+
+
+@pytest.fixture
 def certificate(tmp_path: Path) -> Certificate:
     """A fresh self-signed certificate for 127.0.0.1."""
     return self_signed_certificate(tmp_path)

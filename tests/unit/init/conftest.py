@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from canned_server import CannedServer, serve
+from canned_server import CannedServer, Certificate, self_signed_certificate, serve
 from configmap_mounts import PREFIX, TOKEN, configmap_folder, echo
 
 
@@ -23,6 +23,21 @@ def decryptor() -> Iterator[CannedServer]:
     server = CannedServer()
     server.otherwise = echo
     with serve(server):
+        yield server
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> Certificate:
+    """A fresh self-signed certificate for 127.0.0.1."""
+    return self_signed_certificate(tmp_path)
+
+
+@pytest.fixture
+def tls_decryptor(certificate: Certificate) -> Iterator[CannedServer]:
+    """The echoing decryptor over https with the self-signed certificate."""
+    server = CannedServer()
+    server.otherwise = echo
+    with serve(server, ssl_context=certificate.server_context()):
         yield server
 
 

@@ -50,7 +50,6 @@ def test_one_batch_request_carries_every_item_the_token_and_the_user_agent(
         error_reply(403, "not_service_account", "not a service account"),
         error_reply(403, "default_service_account", "default is not allowed"),
         error_reply(400, "invalid_ciphertext", "the ciphertext is invalid"),
-        error_reply(429, "rate_limited", "slow down", **NO_WAIT),
     ],
     ids=lambda reply: reply.body.split('"')[3],
 )
@@ -87,6 +86,37 @@ def test_transient_status_is_retried_and_then_succeeds(
     assert main(init_args(encrypted, decrypted), environ) == 0
     assert len(decryptor.requests) == 2
     assert (decrypted / "db-password").read_text() == "hunter2-SENTINEL"
+
+
+def test_rate_limited_429_is_retried_after_its_retry_after(
+    encrypted: Path, decrypted: Path, environ: dict[str, str], decryptor: CannedServer
+) -> None:
+    decryptor.queue(error_reply(429, "rate_limited", "slow down", **{"Retry-After": "1"}))
+    started = time.monotonic()
+
+    assert main(init_args(encrypted, decrypted), environ) == 0
+
+    # The backoff alone would wait 0.25-0.5 s; the server asked for a whole second.
+    assert time.monotonic() - started >= 1.0
+    assert len(decryptor.requests) == 2
+    assert (decrypted / "db-password").read_text() == "hunter2-SENTINEL"
+
+
+def test_rate_limited_beyond_the_deadline_gives_up_with_exit_6_and_writes_nothing(
+    encrypted: Path,
+    decrypted: Path,
+    environ: dict[str, str],
+    decryptor: CannedServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    decryptor.otherwise = error_reply(429, "rate_limited", "slow down", **{"Retry-After": "30"})
+
+    argv = init_args(encrypted, decrypted, "--timeout", "2")
+    assert main(argv, environ) == ExitCode.UNAVAILABLE
+
+    assert len(decryptor.requests) == 1
+    assert list(decrypted.iterdir()) == []
+    assert "rate_limited" in capsys.readouterr().err
 
 
 def test_token_file_is_read_again_for_every_attempt(

@@ -44,7 +44,7 @@ def test_json_format_is_the_default_and_writes_config_json_with_mode_0400(
     }
 
 
-def test_json_output_is_indented_like_kamus_and_nests_json_object_plaintexts(
+def test_json_output_is_laid_out_like_kamus_nests_objects_and_escapes_strings(
     tmp_path: Path, decrypted: Path, environ: dict[str, str]
 ) -> None:
     folder = configmap_folder(
@@ -55,10 +55,10 @@ def test_json_output_is_indented_like_kamus_and_nests_json_object_plaintexts(
     assert main(["-e", str(folder), "-d", str(decrypted), "-n", "app.json"], environ) == 0
 
     text = (decrypted / "app.json").read_text()
-    assert text == (
-        '{\n    "key.json": {\n        "secret_key": "secret_value"\n    },\n'
-        '    "key1": "say \\"hi\\""\n}'
+    assert (
+        text == '{ \n    "key.json":{"secret_key":"secret_value"} ,\n    "key1":"say \\"hi\\""\n}'
     )
+    assert json.loads(text) == {"key.json": {"secret_key": "secret_value"}, "key1": 'say "hi"'}
 
 
 @pytest.mark.parametrize("file_format", ["files", "json", "JSON"])

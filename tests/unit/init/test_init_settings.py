@@ -46,7 +46,7 @@ def test_every_problem_is_reported_at_once(capsys: pytest.CaptureFixture[str]) -
     assert main(["-e", ",", "-d", "/dec", "-n", "../x"], {}) == 3
 
     err = capsys.readouterr().err
-    assert "names no folder" in err
+    assert "no input" in err
     assert "KAMUS_URL" in err
     assert "decrypted-file-name" in err
 
@@ -54,9 +54,9 @@ def test_every_problem_is_reported_at_once(capsys: pytest.CaptureFixture[str]) -
 @pytest.mark.parametrize(
     "argv",
     [
-        pytest.param(["-d", "/dec"], id="no-encrypted-folders"),
         pytest.param(["-e", "/enc"], id="no-decrypted-path"),
         pytest.param(["-e", "/enc", "-d", "/dec", "-f", "xml"], id="unknown-format"),
+        pytest.param(["-e", "/enc", "-d", "/dec", "-f", "custom"], id="kamus-ejs-custom"),
         pytest.param(["-e", "/enc", "-d", "/dec", "--file-mode", "0999"], id="not-octal"),
         pytest.param(["-e", "/enc", "-d", "/dec", "--file-mode", "4755"], id="setuid"),
         pytest.param(["-e", "/enc", "-d", "/dec", "--timeout", "-1"], id="negative-deadline"),

@@ -83,3 +83,72 @@ def test_folder_problems_exit_3_without_calling_the_decryptor(
     assert main(["-e", str(empty), "-d", str(decrypted)], environ) == 3
     assert decryptor.requests == []
     assert list(decrypted.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param("db-password: kamus:v1:a\napi.key: 'kamus:v1:b'\n", id="yaml-map"),
+        pytest.param('{"db-password": "kamus:v1:a", "api.key": "kamus:v1:b"}', id="json-map"),
+        pytest.param(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"
+            "data:\n  db-password: kamus:v1:a\n  api.key: kamus:v1:b\n",
+            id="configmap-manifest",
+        ),
+    ],
+)
+def test_encrypted_file_map_is_an_alternative_input(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "secrets.yaml"
+    path.write_text(content)
+
+    found = read_ciphertexts([], encrypted_files=[path])
+
+    assert found == {"db-password": "kamus:v1:a", "api.key": "kamus:v1:b"}
+
+
+def test_encrypted_file_and_folders_combine_but_a_name_may_appear_once(tmp_path: Path) -> None:
+    folder = configmap_folder(tmp_path / "cm", {"a": "kamus:v1:a"})
+    extra = tmp_path / "extra.json"
+    extra.write_text('{"b": "kamus:v1:b"}')
+    clash = tmp_path / "clash.json"
+    clash.write_text('{"a": "kamus:v1:other"}')
+
+    assert read_ciphertexts([folder], encrypted_files=[extra]) == {
+        "a": "kamus:v1:a",
+        "b": "kamus:v1:b",
+    }
+    with pytest.raises(InputError, match="'a' is in both"):
+        read_ciphertexts([folder], encrypted_files=[clash])
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        pytest.param("- a\n- b\n", "non-empty map", id="list"),
+        pytest.param("{}", "non-empty map", id="empty"),
+        pytest.param("a: 1\n", "must be a string", id="number"),
+        pytest.param("a: ' '\n", "is empty", id="blank"),
+        pytest.param("a: [unclosed\n", "neither JSON nor YAML", id="broken"),
+    ],
+)
+def test_unusable_encrypted_file_is_an_input_error(
+    tmp_path: Path, content: str, problem: str
+) -> None:
+    path = tmp_path / "secrets.yaml"
+    path.write_text(content)
+
+    with pytest.raises(InputError, match=problem):
+        read_ciphertexts([], encrypted_files=[path])
+
+
+def test_encrypted_file_alone_drives_a_whole_run(
+    tmp_path: Path, decrypted: Path, environ: dict[str, str], decryptor: CannedServer
+) -> None:
+    path = tmp_path / "secrets.json"
+    path.write_text(f'{{"DB_PASSWORD": "{PREFIX}hunter2-SENTINEL"}}')
+
+    argv = ["--encrypted-file", str(path), "-d", str(decrypted), "-f", "env"]
+    assert main(argv, environ) == 0
+
+    assert decryptor.requests[0].body == {"items": {"DB_PASSWORD": f"{PREFIX}hunter2-SENTINEL"}}
+    assert (decrypted / "config.env").read_text() == "DB_PASSWORD=hunter2-SENTINEL\n"
