@@ -19,27 +19,51 @@ def derive_scope_key(master: bytes, scope: Scope) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)
 
 
+_CACHE_SIZE = 4096
+
+
 class LocalKeyringProvider(KeyProvider):
     """Derives each scope's data key from the keyring's master key versions."""
 
     name = NAME
 
     def __init__(self, keyring: Keyring) -> None:
-        self.keyring = keyring
+        self._keyring = keyring
+        # HKDF is a third of the cost of opening a ciphertext; scope keys are as secret as the
+        # master keys already in this process, so keeping recent ones costs nothing in exposure.
+        self._scope_keys: dict[tuple[bytes, Scope], bytes] = {}
+
+    @property
+    def keyring(self) -> Keyring:
+        """The keyring in use."""
+        return self._keyring
+
+    @keyring.setter
+    def keyring(self, keyring: Keyring) -> None:
+        self._keyring = keyring
+        self._scope_keys = {}
+
+    def _scope_key(self, master: bytes, scope: Scope) -> bytes:
+        key = self._scope_keys.get((master, scope))
+        if key is None:
+            if len(self._scope_keys) >= _CACHE_SIZE:
+                self._scope_keys = {}
+            key = self._scope_keys[(master, scope)] = derive_scope_key(master, scope)
+        return key
 
     def current_key_id(self, scope: Scope) -> str:
-        return self.keyring.active.id
+        return self._keyring.active.id
 
     def new_data_key(self, scope: Scope, key_id: str, associated_data: bytes) -> DataKey:
-        version = self.keyring.get(key_id)
+        version = self._keyring.get(key_id)
         if version is None:
             raise InvalidCiphertextError
-        return DataKey(derive_scope_key(version.secret, scope))
+        return DataKey(self._scope_key(version.secret, scope))
 
     def recover_data_key(
         self, scope: Scope, key_id: str, wrapped: bytes, associated_data: bytes
     ) -> bytes:
-        version = self.keyring.get(key_id)
+        version = self._keyring.get(key_id)
         if version is None or not version.can_decrypt or wrapped:
             raise InvalidCiphertextError
-        return derive_scope_key(version.secret, scope)
+        return self._scope_key(version.secret, scope)
