@@ -14,7 +14,6 @@ import os
 from typing import Any
 
 import requests
-
 from harness import WORKERS, hello_world, local_kamus, openbao, save, worker_rss_mib, wrk
 
 BATCH = 10
@@ -64,9 +63,13 @@ def main() -> None:
         reviews_before = kamus.authority.tokenreview_calls
         for name, (url, body, headers) in cases.items():
             results[name] = wrk(url, body, headers, **run)
-            print(f"{name:16} {results[name]['rps']:9.0f} req/s  p50 {results[name]['p50_ms']:6.2f}"
-                  f" ms  p99 {results[name]['p99_ms']:6.2f} ms  errors {results[name]['errors']}")
-        results["tokenreview_calls_during_load"] = kamus.authority.tokenreview_calls - reviews_before
+            print(
+                f"{name:16} {results[name]['rps']:9.0f} req/s  p50 {results[name]['p50_ms']:6.2f}"
+                f" ms  p99 {results[name]['p99_ms']:6.2f} ms  errors {results[name]['errors']}"
+            )
+        results["tokenreview_calls_during_load"] = (
+            kamus.authority.tokenreview_calls - reviews_before
+        )
         results["decryptor_worker_rss_mib"] = worker_rss_mib(kamus.decryptor)
         results["encryptor_worker_rss_mib"] = worker_rss_mib(kamus.encryptor)
     results["ratios"] = {

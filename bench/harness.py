@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import shutil
 import signal
@@ -29,11 +30,14 @@ sys.path.insert(0, str(ROOT / "tests" / "support"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from gunicorn_process import Service, gunicorn  # noqa: E402
+
 from kamus_dev.authority import TokenAuthority, create_authority_app, serve_in_thread  # noqa: E402
 from kamus_dev.kubeconfig import mint_token, write_kubeconfig  # noqa: E402
 from kamus_kms.keyring import Keyring  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+# The token authority's access log would drown the numbers.
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
 # The same gunicorn configuration for Kamus and the hello-world baseline.
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 
@@ -87,9 +91,11 @@ def local_kamus(extra_env: dict[str, str] | None = None, workers: int = WORKERS)
             **(extra_env or {}),
         }
         encryptor = stack.enter_context(
-            gunicorn("kamus_encryptor:create_app()", env, workdir / "logs", workers=workers))
+            gunicorn("kamus_encryptor:create_app()", env, workdir / "logs", workers=workers)
+        )
         decryptor = stack.enter_context(
-            gunicorn("kamus_decryptor:create_app()", env, workdir / "logs", workers=workers))
+            gunicorn("kamus_decryptor:create_app()", env, workdir / "logs", workers=workers)
+        )
         yield Kamus(authority, url, encryptor, decryptor, workdir)
 
 

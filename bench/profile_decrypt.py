@@ -18,15 +18,16 @@ from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
-from kamus_decryptor import create_app  # noqa: E402
-from kamus_decryptor.tokencache import CachingTokenReviewer  # noqa: E402
-from kamus_decryptor.tokenreview import ReviewMetrics  # noqa: E402
-from kamus_kms.keyring import Keyring  # noqa: E402
-from kamus_kms.providers.local import LocalKeyringProvider  # noqa: E402
-from kamus_kms.scope import Scope  # noqa: E402
-from kamus_kms.sealer import Sealer  # noqa: E402
-from kamus_service.settings import Settings  # noqa: E402
-from reviewer_double import StaticReviewer  # noqa: E402
+from reviewer_double import StaticReviewer
+
+from kamus_decryptor import create_app
+from kamus_decryptor.tokencache import CachingTokenReviewer
+from kamus_decryptor.tokenreview import ReviewMetrics
+from kamus_kms.keyring import Keyring
+from kamus_kms.providers.local import LocalKeyringProvider
+from kamus_kms.scope import Scope
+from kamus_kms.sealer import Sealer
+from kamus_service.settings import Settings
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter
 from kamus_kms.errors import ConfigurationError, InvalidCiphertextError, KamusError
 from kamus_kms.provider import DataKey, KeyProvider
 from kamus_kms.scope import Scope
+from kamus_kms.singleflight import SingleFlight
 
 DATA_KEY_BYTES = 32
 _T = TypeVar("_T")
@@ -140,6 +141,7 @@ class EnvelopeProvider(KeyProvider):
         self._lock = threading.Lock()
         self._cache: OrderedDict[bytes, tuple[float, bytes]] = OrderedDict()
         self._ensured: set[str] = set()
+        self._unwraps: SingleFlight[bytes] = SingleFlight()
 
     def _expected_key(self, scope: Scope) -> str:
         if self.mode is KeyMode.SHARED:
@@ -188,7 +190,11 @@ class EnvelopeProvider(KeyProvider):
                 self.metrics.cache.labels("hit").inc()
                 return cached[1]
         self.metrics.cache.labels("miss").inc()
-        data_key = self._call("unwrap", lambda: self.kms.unwrap(key_id, wrapped, associated_data))
+        # Pods of one deployment start together and read the same ciphertexts: one unwrap each.
+        data_key = self._unwraps.do(
+            cache_key,
+            lambda: self._call("unwrap", lambda: self.kms.unwrap(key_id, wrapped, associated_data)),
+        )
         if len(data_key) != DATA_KEY_BYTES:
             raise InvalidCiphertextError
         if self._cache_seconds > 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -21,6 +22,7 @@ class FakeKms(RemoteKms):
     calls: dict[str, int] = field(default_factory=dict)
     available: bool = True
     auto_create: bool = False
+    delay: float = 0.0
 
     def _count(self, operation: str) -> None:
         self.calls[operation] = self.calls.get(operation, 0) + 1
@@ -36,6 +38,7 @@ class FakeKms(RemoteKms):
 
     def unwrap(self, key_name: str, wrapped: bytes, associated_data: bytes) -> bytes:
         self._count("unwrap")
+        time.sleep(self.delay)
         key = self.keys.get(key_name)
         if key is None:
             raise InvalidCiphertextError

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from fake_kms import FakeKms
 from prometheus_client import CollectorRegistry
@@ -113,3 +115,24 @@ def test_each_mode_requires_its_key_configuration(
     base: dict[str, object] = {"shared_key": "k", "naming_key": NAMING_KEY} | options
     with pytest.raises(ConfigurationError):
         EnvelopeProvider(FakeKms(), mode=mode, **base)  # type: ignore[arg-type]
+
+
+def test_concurrent_opens_of_one_ciphertext_share_one_unwrap(kms: FakeKms) -> None:
+    text = Sealer(_provider(kms)).seal(b"storm", A)
+    sealer = Sealer(_provider(kms))
+    kms.delay = 0.2
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        opened = list(pool.map(lambda _: sealer.open(text, A).plaintext, range(32)))
+    assert opened == [b"storm"] * 32
+    assert kms.calls["unwrap"] == 1
+
+
+def test_a_failed_shared_unwrap_fails_every_waiter(kms: FakeKms) -> None:
+    text = Sealer(_provider(kms)).seal(b"storm", A)
+    sealer = Sealer(_provider(kms))
+    kms.delay, kms.available = 0.2, False
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(sealer.open, text, A) for _ in range(8)]
+    for future in futures:
+        with pytest.raises(UnavailableError):
+            future.result()

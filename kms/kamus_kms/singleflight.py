@@ -1,0 +1,50 @@
+"""Single flight: concurrent callers asking for the same key share one computation."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+_V = TypeVar("_V")
+
+
+@dataclass
+class _Flight(Generic[_V]):
+    done: threading.Event = field(default_factory=threading.Event)
+    value: _V | None = None
+    error: BaseException | None = None
+
+
+class SingleFlight(Generic[_V]):
+    """The first caller for a key runs the call; callers arriving meanwhile wait for its result.
+
+    Waiters get the leader's value, or the leader's exception type re-raised with its message.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flights: dict[Hashable, _Flight[_V]] = {}
+
+    def do(self, key: Hashable, call: Callable[[], _V]) -> _V:
+        with self._lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if leader:
+            try:
+                flight.value = call()
+            except BaseException as exc:
+                flight.error = exc
+                raise
+            finally:
+                with self._lock:
+                    del self._flights[key]
+                flight.done.set()
+            return flight.value
+        flight.done.wait()
+        if flight.error is not None:
+            raise flight.error.with_traceback(None)
+        return flight.value  # type: ignore[return-value]
