@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 import requests
-from harness import WORKERS, hello_world, local_kamus, openbao, save, worker_rss_mib, wrk
+from harness import THREADS, WORKERS, hello_world, local_kamus, openbao, save, worker_rss_mib, wrk
 
 BATCH = 10
 
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
     run = {"seconds": args.seconds, "connections": args.connections}
-    results: dict[str, Any] = {"workers": WORKERS, "threads": 4, "cpus": os.cpu_count(),
+    results: dict[str, Any] = {"workers": WORKERS, "threads": THREADS, "cpus": os.cpu_count(),
                                "batch": BATCH, **run}  # fmt: skip
     with local_kamus() as kamus, hello_world() as hello, openbao() as (address, token):
         ciphertext = kamus.encrypt("s3cr3t-value", "team-a", "app")

@@ -40,6 +40,7 @@ RESULTS = ROOT / "bench" / "results"
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 # The same gunicorn configuration for Kamus and the hello-world baseline.
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
+THREADS = int(os.environ.get("BENCH_THREADS", "4"))
 
 
 @dataclass
@@ -91,10 +92,22 @@ def local_kamus(extra_env: dict[str, str] | None = None, workers: int = WORKERS)
             **(extra_env or {}),
         }
         encryptor = stack.enter_context(
-            gunicorn("kamus_encryptor:create_app()", env, workdir / "logs", workers=workers)
+            gunicorn(
+                "kamus_encryptor:create_app()",
+                env,
+                workdir / "logs",
+                workers=workers,
+                threads=THREADS,
+            )
         )
         decryptor = stack.enter_context(
-            gunicorn("kamus_decryptor:create_app()", env, workdir / "logs", workers=workers)
+            gunicorn(
+                "kamus_decryptor:create_app()",
+                env,
+                workdir / "logs",
+                workers=workers,
+                threads=THREADS,
+            )
         )
         yield Kamus(authority, url, encryptor, decryptor, workdir)
 
@@ -104,7 +117,9 @@ def hello_world(workers: int = WORKERS) -> Iterator[Service]:
     """The bare Flask baseline under the same gunicorn configuration."""
     with tempfile.TemporaryDirectory(prefix="hello-bench-") as workdir:
         env = {"PYTHONPATH": str(ROOT / "bench")}
-        with gunicorn("hello:create_app()", env, Path(workdir), workers=workers) as service:
+        with gunicorn(
+            "hello:create_app()", env, Path(workdir), workers=workers, threads=THREADS
+        ) as service:
             yield service
 
 

@@ -22,6 +22,7 @@ from kamus_kms.ciphertext import Ciphertext
 from kamus_kms.errors import KamusError, UnavailableError
 from kamus_kms.legacy import PROVIDER_NAME as LEGACY_PROVIDER
 from kamus_kms.legacy import LegacyCiphertext
+from kamus_service.logs import write_event
 
 _MAX_USER_AGENT = 256
 
@@ -77,12 +78,11 @@ class AuditTrail:
         *,
         file: AuditFile | None = None,
         fail_closed: bool = True,
-        logger: logging.Logger | None = None,
     ) -> None:
         self._key = fingerprint_key
         self._file = file
         self._fail_closed = fail_closed
-        self._log = logger or logging.getLogger("kamus.audit")
+        self._log = logging.getLogger("kamus.audit")
 
     def fingerprint(self, text: str) -> str:
         """Keyed fingerprint of a ciphertext text (HMAC-SHA256, 128 bits shown)."""
@@ -138,10 +138,10 @@ class AuditTrail:
                 self._log.error("audit file write failed", extra={"error": str(exc)})
                 if required:
                     event.outcome, event.reason = "unavailable", exc.code
-                    self._log.info("audit", extra=event.as_fields())
+                    write_event("kamus.audit", "audit", event.as_fields())
                     raise
             else:
                 # The chain position on stdout is the anchor `kamus-audit verify --head` checks
                 # the file against, so deleting its tail is detected too.
                 fields |= {"seq": record["seq"], "mac": record["mac"]}
-        self._log.info("audit", extra=fields)
+        write_event("kamus.audit", "audit", fields)

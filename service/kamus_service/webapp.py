@@ -20,6 +20,7 @@ from prometheus_client import (
 
 from kamus_kms.errors import KamusError
 from kamus_service.errors import error_response, register_error_handlers
+from kamus_service.logs import write_event
 from kamus_service.settings import Settings
 
 log = logging.getLogger("kamus.http")
@@ -76,17 +77,19 @@ def new_app(
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Content-Type-Options"] = "nosniff"
         # Only the route and outcome: bodies, headers and query strings may hold secrets.
-        log.info(
-            "request",
-            extra={
-                "request_id": g.get("request_id"),
-                "method": request.method,
-                "route": route,
-                "status": response.status_code,
-                "duration_ms": round(elapsed * 1000, 3),
-                "remote_addr": request.remote_addr,
-            },
-        )
+        if log.isEnabledFor(logging.INFO):
+            write_event(
+                "kamus.http",
+                "request",
+                {
+                    "request_id": g.get("request_id"),
+                    "method": request.method,
+                    "route": route,
+                    "status": response.status_code,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "remote_addr": request.remote_addr,
+                },
+            )
         return response
 
     @app.get("/api/v1/isAlive")

@@ -44,7 +44,13 @@ def base_environment(extra: Mapping[str, str]) -> dict[str, str]:
 
 @contextmanager
 def gunicorn(
-    app: str, env: Mapping[str, str], logs: Path, *, workers: int = 2, ready_path: str = "/healthz"
+    app: str,
+    env: Mapping[str, str],
+    logs: Path,
+    *,
+    workers: int = 2,
+    threads: int = 4,
+    ready_path: str = "/healthz",
 ) -> Iterator[Service]:
     """Run `gunicorn app` on a free loopback port until the block ends."""
     logs.mkdir(parents=True, exist_ok=True)
@@ -52,7 +58,7 @@ def gunicorn(
     stdout, stderr = logs / f"{name}.out", logs / f"{name}.err"
     command = [
         sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:0", "--workers", str(workers),
-        "--threads", "4", "--worker-class", "gthread", "--graceful-timeout", "2", app,
+        "--threads", str(threads), "--worker-class", "gthread", "--graceful-timeout", "2", app,
     ]  # fmt: skip
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(command, env=base_environment(env), stdout=out, stderr=err)
