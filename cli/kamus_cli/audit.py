@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kamus_cli.errors import ClientError, InputError
-from kamus_cli.exitcodes import ExitCode, exit_code_for
+from kamus_cli.errors import InputError
+from kamus_cli.exitcodes import ExitCode
+from kamus_cli.program import run_program
 from kamus_decryptor.auditfile import read_records, verify
 
 PROGRAM = "kamus-audit"
@@ -301,16 +302,9 @@ def _report(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run ``kamus-audit`` and return its exit code (argparse exits 2 itself on usage errors)."""
     args = build_parser().parse_args(argv)
-    try:
-        code: ExitCode = args.run(args, os.environ if environ is None else environ)
-    except ClientError as exc:
-        print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
-        return exit_code_for(exc)
-    except Exception as exc:
-        # The message of an unknown error might quote file content; show only its type.
-        print(f"{PROGRAM}: unexpected error ({type(exc).__name__}); this is a bug", file=sys.stderr)
-        return ExitCode.UNEXPECTED
-    return code
+    return run_program(
+        PROGRAM, lambda: int(args.run(args, os.environ if environ is None else environ))
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from kamus_cli.connection import add_connection_arguments, checked_url, open_cli
 from kamus_cli.destinations import add_output_arguments, check_output, emit
 from kamus_cli.errors import InputError
 from kamus_cli.inspection import read_ciphertext
-from kamus_cli.tokens import AUDIENCE, kubeconfig_path, mint_token, read_token_file
+from kamus_cli.tokenfile import read_token_file
+from kamus_cli.tokens import AUDIENCE, kubeconfig_path, mint_token
 from kamus_kms.ciphertext import PREFIX, Ciphertext
 from kamus_kms.errors import InvalidCiphertextError
 

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from kamus_cli import decryption, encrypt, inspection, keyring, seal
 from kamus_cli.arguments import paragraph
 from kamus_cli.client import package_version
-from kamus_cli.errors import ClientError
-from kamus_cli.exitcodes import ExitCode, exit_code_for
+from kamus_cli.exitcodes import ExitCode
+from kamus_cli.program import run_program
 
 PROGRAM = "kamus-cli"
 EPILOG = """\
@@ -50,16 +50,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Run ``kamus-cli`` and return its exit code (argparse exits 2 itself on usage errors)."""
     parser = build_parser(os.environ if environ is None else environ)
     args = parser.parse_args(argv)
-    try:
+
+    def call() -> int:
         args.run(args)
-    except ClientError as exc:
-        print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
-        return exit_code_for(exc)
-    except Exception as exc:
-        # The message of an unknown error might quote input bytes; show only its type.
-        print(f"{PROGRAM}: unexpected error ({type(exc).__name__}); this is a bug", file=sys.stderr)
-        return ExitCode.UNEXPECTED
-    return ExitCode.OK
+        return ExitCode.OK
+
+    return run_program(PROGRAM, call)
 
 
 if __name__ == "__main__":

@@ -25,17 +25,6 @@ EXPIRATION_SECONDS = 600  # the API server refuses anything shorter
 _MAX_MESSAGE = 300
 
 
-def read_token_file(path: Path) -> str:
-    """Return the bearer token held in ``path``."""
-    try:
-        token = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read a token from {path}") from exc
-    if not token or not token.isprintable() or any(ch.isspace() for ch in token):
-        raise InputError(f"{path} does not hold a bearer token")
-    return token
-
-
 def kubeconfig_path(flag: Path | None, environ: Mapping[str, str]) -> str:
     """``--kubeconfig``, else ``$KUBECONFIG`` (a path list is merged), else ~/.kube/config."""
     if flag is not None:

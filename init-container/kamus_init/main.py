@@ -7,10 +7,10 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from kamus_cli.client import KamusClient, user_agent
-from kamus_cli.errors import ClientError
-from kamus_cli.exitcodes import ExitCode, exit_code_for
+from kamus_cli.exitcodes import ExitCode
+from kamus_cli.program import run_program
+from kamus_cli.tokenfile import read_token_file
 from kamus_init.backoff import Backoff, call_with_retries
-from kamus_init.credentials import read_token
 from kamus_init.formats import FORMATS, OutputSpec
 from kamus_init.outputs import write_atomically
 from kamus_init.settings import Settings, load_settings
@@ -35,7 +35,7 @@ def run(settings: Settings, *, backoff: Backoff | None = None) -> int:
 
         def attempt(timeout: float) -> dict[str, str]:
             return client.decrypt_batch(
-                ciphertexts, token=read_token(settings.token_path), timeout=timeout
+                ciphertexts, token=read_token_file(settings.token_path), timeout=timeout
             )
 
         plaintexts = call_with_retries(attempt, deadline=settings.deadline, backoff=backoff)
@@ -49,21 +49,17 @@ def run(settings: Settings, *, backoff: Backoff | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run ``kamus-init`` and return its exit code (argparse exits 2 itself on usage errors)."""
-    try:
+
+    def call() -> int:
         settings = load_settings(argv, os.environ if environ is None else environ)
         count = run(settings)
-    except ClientError as exc:
-        print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
-        return exit_code_for(exc)
-    except Exception as exc:
-        # The message of an unknown error might quote a secret; show only its type.
-        print(f"{PROGRAM}: unexpected error ({type(exc).__name__}); this is a bug", file=sys.stderr)
-        return ExitCode.UNEXPECTED
-    print(
-        f"{PROGRAM}: wrote {count} decrypted item(s) to {settings.decrypted_path}"
-        f" as {settings.output_format}"
-    )
-    return ExitCode.OK
+        print(
+            f"{PROGRAM}: wrote {count} decrypted item(s) to {settings.decrypted_path}"
+            f" as {settings.output_format}"
+        )
+        return ExitCode.OK
+
+    return run_program(PROGRAM, call)
 
 
 if __name__ == "__main__":
