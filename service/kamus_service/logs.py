@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 from datetime import UTC, datetime
@@ -77,6 +78,19 @@ def write_event(logger: str, event: str, fields: dict[str, Any]) -> None:
         default=str,
         separators=(",", ":"),
     )
+    data = (line + "\n").encode("utf-8")
+    stream = sys.stdout
     with _lines_lock:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        try:
+            fileno = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            fileno = -1  # a replaced stdout (tests, embedding): go through it
+        if fileno < 0:
+            stream.write(line + "\n")
+            stream.flush()
+            return
+        # One system call, no buffering layer: the line is out before the response is.
+        stream.flush()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fileno, view) :]
