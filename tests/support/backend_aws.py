@@ -13,7 +13,6 @@ ARN of the key that made a ciphertext's wrapped data key, as KMS reports it on D
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 from collections.abc import Iterator
@@ -21,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3  # type: ignore[import-untyped]
+from kms_backend import envelope_provider, key_mode_env
 from moto.server import ThreadedMotoServer
 from prometheus_client import CollectorRegistry
 
 from kamus_kms.ciphertext import Ciphertext
-from kamus_kms.envelope import EnvelopeProvider, KeyMode, KmsMetrics
+from kamus_kms.envelope import KeyMode
 from kamus_kms.provider import KeyProvider
 from kamus_kms.providers.aws import ALIAS_TAG, CONTEXT_KEY, MANAGED_TAG, AwsKms
 
@@ -95,13 +95,7 @@ class AwsBackend:
         return AwsKms(region=REGION, endpoint_url=self.server.endpoint, timeout=timeout)
 
     def provider(self, mode: KeyMode, registry: CollectorRegistry) -> KeyProvider:
-        return EnvelopeProvider(
-            self.kms(),
-            mode=mode,
-            shared_key=SHARED_KEY if mode is KeyMode.SHARED else None,
-            naming_key=NAMING_KEY if mode is KeyMode.PER_SERVICE_ACCOUNT else None,
-            metrics=KmsMetrics(registry),
-        )
+        return envelope_provider(self.kms(), mode, registry, SHARED_KEY, NAMING_KEY)
 
     def service_env(self, mode: KeyMode) -> dict[str, str]:
         env = {
@@ -109,12 +103,8 @@ class AwsBackend:
             "KAMUS_PROVIDER": "aws",
             "KAMUS_AWS_REGION": REGION,
             "KAMUS_AWS_ENDPOINT_URL": self.server.endpoint,
-            "KAMUS_KMS_KEY_MODE": mode.value,
         }
-        if mode is KeyMode.SHARED:
-            env["KAMUS_KMS_KEY"] = SHARED_KEY
-        else:
-            env["KAMUS_KMS_NAMING_KEY"] = base64.b64encode(NAMING_KEY).decode("ascii")
+        env |= key_mode_env(mode, SHARED_KEY, NAMING_KEY)
         return env
 
     @contextlib.contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +12,11 @@ from google.cloud import kms_v1
 from google.cloud.kms_v1.services.key_management_service.transports import (
     KeyManagementServiceGrpcTransport,
 )
+from kms_backend import envelope_provider, key_mode_env
 from prometheus_client import CollectorRegistry
 
 from kamus_kms.ciphertext import Ciphertext
-from kamus_kms.envelope import EnvelopeProvider, KeyMode, KmsMetrics
+from kamus_kms.envelope import KeyMode
 from kamus_kms.provider import KeyProvider
 from kamus_kms.providers.gcp import GcpKms
 
@@ -46,13 +46,7 @@ class GcpBackend:
         )
 
     def provider(self, mode: KeyMode, registry: CollectorRegistry) -> KeyProvider:
-        return EnvelopeProvider(
-            self.kms(),
-            mode=mode,
-            shared_key=SHARED_KEY if mode is KeyMode.SHARED else None,
-            naming_key=NAMING_KEY if mode is KeyMode.PER_SERVICE_ACCOUNT else None,
-            metrics=KmsMetrics(registry),
-        )
+        return envelope_provider(self.kms(), mode, registry, SHARED_KEY, NAMING_KEY)
 
     def service_env(self, mode: KeyMode) -> dict[str, str]:
         env = {
@@ -60,12 +54,8 @@ class GcpBackend:
             "KAMUS_GCP_KEY_RING": KEY_RING,
             "KAMUS_GCP_ENDPOINT": self.fake.endpoint,
             "KAMUS_GCP_INSECURE_ENDPOINT": "true",
-            "KAMUS_KMS_KEY_MODE": mode.value,
         }
-        if mode is KeyMode.SHARED:
-            env["KAMUS_KMS_KEY"] = SHARED_KEY
-        else:
-            env["KAMUS_KMS_NAMING_KEY"] = base64.b64encode(NAMING_KEY).decode("ascii")
+        env |= key_mode_env(mode, SHARED_KEY, NAMING_KEY)
         return env
 
     def outage(self) -> contextlib.AbstractContextManager[None]:

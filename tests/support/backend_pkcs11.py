@@ -8,7 +8,6 @@ ends the outage (the adapter initializes the module again on its next call).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -19,10 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from kms_backend import envelope_provider, key_mode_env
 from prometheus_client import CollectorRegistry
 
 from kamus_kms.ciphertext import Ciphertext
-from kamus_kms.envelope import EnvelopeProvider, KeyMode, KmsMetrics
+from kamus_kms.envelope import KeyMode
 from kamus_kms.provider import KeyProvider
 from kamus_kms.providers.pkcs11 import Pkcs11Kms, wrapped_key_version
 
@@ -94,10 +94,7 @@ class Pkcs11Backend:
         return Pkcs11Kms(library=self.library, token_label=token_label, pin=pin)
 
     def provider(self, mode: KeyMode, registry: CollectorRegistry) -> KeyProvider:
-        return EnvelopeProvider(
-            self.kms(), mode=mode, shared_key=SHARED_KEY, naming_key=self.naming_key,
-            metrics=KmsMetrics(registry),
-        )  # fmt: skip
+        return envelope_provider(self.kms(), mode, registry, SHARED_KEY, self.naming_key)
 
     def service_env(self, mode: KeyMode) -> dict[str, str]:
         env = {
@@ -106,12 +103,8 @@ class Pkcs11Backend:
             "KAMUS_PKCS11_TOKEN_LABEL": TOKEN_LABEL,
             "KAMUS_PKCS11_PIN": USER_PIN,
             "SOFTHSM2_CONF": str(self.conf),
-            "KAMUS_KMS_KEY_MODE": mode.value,
         }
-        if mode is KeyMode.SHARED:
-            env["KAMUS_KMS_KEY"] = SHARED_KEY
-        else:
-            env["KAMUS_KMS_NAMING_KEY"] = base64.b64encode(self.naming_key).decode()
+        env |= key_mode_env(mode, SHARED_KEY, self.naming_key)
         return env
 
     @contextlib.contextmanager

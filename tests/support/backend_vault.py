@@ -11,7 +11,6 @@ does not answer, rather than one that refuses connections.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import secrets
@@ -27,10 +26,11 @@ from typing import Any
 
 import hvac  # type: ignore[import-untyped]
 import requests
+from kms_backend import envelope_provider, key_mode_env
 from prometheus_client import CollectorRegistry
 
 from kamus_kms.ciphertext import Ciphertext
-from kamus_kms.envelope import EnvelopeProvider, KeyMode, KmsMetrics
+from kamus_kms.envelope import KeyMode
 from kamus_kms.provider import KeyProvider
 from kamus_kms.providers.vault import VaultTransitKms
 
@@ -165,12 +165,7 @@ class VaultBackend:
                                timeout=TIMEOUT_SECONDS)  # fmt: skip
 
     def provider(self, mode: KeyMode, registry: CollectorRegistry) -> KeyProvider:
-        return EnvelopeProvider(
-            self.kms(), mode=mode,
-            shared_key=SHARED_KEY if mode is KeyMode.SHARED else None,
-            naming_key=self.naming_key if mode is KeyMode.PER_SERVICE_ACCOUNT else None,
-            metrics=KmsMetrics(registry),
-        )  # fmt: skip
+        return envelope_provider(self.kms(), mode, registry, SHARED_KEY, self.naming_key)
 
     def service_env(self, mode: KeyMode) -> dict[str, str]:
         env = {
@@ -179,12 +174,8 @@ class VaultBackend:
             "KAMUS_VAULT_TOKEN": self.token,
             "KAMUS_VAULT_TRANSIT_MOUNT": MOUNT,
             "KAMUS_KMS_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS),
-            "KAMUS_KMS_KEY_MODE": mode.value,
         }
-        if mode is KeyMode.SHARED:
-            env["KAMUS_KMS_KEY"] = SHARED_KEY
-        else:
-            env["KAMUS_KMS_NAMING_KEY"] = base64.b64encode(self.naming_key).decode("ascii")
+        env |= key_mode_env(mode, SHARED_KEY, self.naming_key)
         return env
 
     @contextlib.contextmanager

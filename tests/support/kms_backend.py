@@ -6,12 +6,13 @@ backend on 127.0.0.1 (or in a temporary folder), yields a Backend, and stops eve
 
 from __future__ import annotations
 
+import base64
 from contextlib import AbstractContextManager
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
-from kamus_kms.envelope import KeyMode
+from kamus_kms.envelope import EnvelopeProvider, KeyMode, KmsMetrics, RemoteKms
 from kamus_kms.provider import KeyProvider
 
 BACKENDS = ("local", "gcp", "aws", "pkcs11", "vault")
@@ -43,3 +44,26 @@ class Backend(Protocol):
     def version_of(self, provider: KeyProvider, ciphertext: str) -> str:
         """Which version of its key sealed `ciphertext` (changes after rotate())."""
         ...
+
+
+def envelope_provider(
+    kms: RemoteKms, mode: KeyMode, registry: CollectorRegistry, shared_key: str, naming_key: bytes
+) -> EnvelopeProvider:
+    """The provider a service builds for `kms` in `mode`."""
+    return EnvelopeProvider(
+        kms,
+        mode=mode,
+        shared_key=shared_key if mode is KeyMode.SHARED else None,
+        naming_key=naming_key if mode is KeyMode.PER_SERVICE_ACCOUNT else None,
+        metrics=KmsMetrics(registry),
+    )
+
+
+def key_mode_env(mode: KeyMode, shared_key: str, naming_key: bytes) -> dict[str, str]:
+    """The KAMUS_KMS_* variables selecting `mode` and its key."""
+    if mode is KeyMode.SHARED:
+        return {"KAMUS_KMS_KEY_MODE": mode.value, "KAMUS_KMS_KEY": shared_key}
+    return {
+        "KAMUS_KMS_KEY_MODE": mode.value,
+        "KAMUS_KMS_NAMING_KEY": base64.b64encode(naming_key).decode("ascii"),
+    }
