@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("file", type=Path)
     _add_period(report)
-    report.add_argument("--top", type=int, default=10, help="callers to list (default 10)")
+    report.add_argument(
+        "--top", type=positive_count, default=10, help="callers to list (default 10)"
+    )
     report.set_defaults(run=_report)
     return parser
 
@@ -297,6 +299,17 @@ def _report(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode:
     _print_counts("Denials by reason", denials)
     _print_counts(f"Top {args.top} callers (events)", callers, args.top)
     return ExitCode.OK
+
+
+def positive_count(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from kamus_cli.errors import InputError, OutputError
+from kamus_kms.privatefile import write_private
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, what: str) -> None:
@@ -40,13 +41,24 @@ def emit(args: argparse.Namespace, text: str, *, private: bool = False) -> None:
 
 def write_file(path: Path, text: str, *, overwrite: bool, private: bool = False) -> None:
     """Write ``text`` to ``path``; raise InputError if it exists without ``overwrite``."""
-    # O_EXCL re-checks at open time, so a file created since the early check is not clobbered.
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    exists = InputError(f"{path} already exists; pass -O/--overwrite to replace it")
+    if private:
+        # A plaintext: a fresh 0600 file renamed into place, never an existing file's mode or a
+        # symlink's target.
+        try:
+            written = write_private(path, text.encode("utf-8"), exclusive=not overwrite)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {exc.strerror}") from exc
+        if not written:
+            raise exists
+        return
     try:
-        descriptor = os.open(path, flags, 0o600 if private else 0o644)
+        # O_EXCL re-checks at open time, so a file created since the early check is not clobbered.
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+        descriptor = os.open(path, flags, 0o644)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(text)
     except FileExistsError as exc:
-        raise InputError(f"{path} already exists; pass -O/--overwrite to replace it") from exc
+        raise exists from exc
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror}") from exc

@@ -156,7 +156,7 @@ class AuditFile:
         try:
             record = json.loads(line)
             seq, mac = record["seq"], record["mac"]
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise AuditWriteError(
                 f"the last line of audit file {self.path} is not an audit record; "
                 f"run `kamus-audit verify {self.path}` and repair the file"
@@ -188,7 +188,7 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
         for number, raw in enumerate(stream, start=1):
             try:
                 record = json.loads(raw)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise ValueError(f"line {number} is not a JSON record") from exc
             if not isinstance(record, dict):
                 raise ValueError(f"line {number} is not a JSON object")  # noqa: TRY004 (bad data)

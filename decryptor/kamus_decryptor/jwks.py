@@ -120,7 +120,9 @@ class OfflineTokenCheck:
             raise AuthenticationError("the token is not valid for the Kamus audience") from exc
         except jwt.InvalidIssuerError as exc:
             raise AuthenticationError("the token was issued by another cluster") from exc
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:
+            # TypeError/ValueError: an `alg` that does not fit the named key's type (a forged
+            # header asking an RSA key to verify ES256), which PyJWT does not wrap.
             raise AuthenticationError("the token's signature or claims are invalid") from exc
 
     def check_ready(self) -> None:

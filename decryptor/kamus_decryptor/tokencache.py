@@ -112,6 +112,11 @@ class CachingTokenReviewer:
             self._store(key, flight.entry)
         except UnavailableError as exc:
             flight.unavailable = exc
+        except Exception:
+            # A bug in the leader's review: it surfaces (500) for the leader, and the requests
+            # that waited on it fail closed instead of reading an empty result.
+            flight.unavailable = UnavailableError("token verification failed; retry later")
+            raise
         finally:
             with self._lock:
                 self._flights.pop(key, None)

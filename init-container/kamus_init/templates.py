@@ -124,6 +124,10 @@ class TemplateFile:
 
     @staticmethod
     def _safe_message(exc: BaseException, plaintexts: Mapping[str, str]) -> str:
+        # Only syntax errors are about the template's own text; any other message may quote a
+        # value computed from a secret (a part of it, a transformed form), so only its type.
+        if not isinstance(exc, TemplateSyntaxError):
+            return type(exc).__name__
         message = " ".join(str(exc).split())[:_MAX_MESSAGE]
         if not message or any(value and value in str(exc) for value in plaintexts.values()):
             return type(exc).__name__

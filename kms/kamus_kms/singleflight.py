@@ -7,6 +7,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from kamus_kms.errors import KamusError, UnavailableError
+
 _V = TypeVar("_V")
 
 
@@ -20,10 +22,12 @@ class _Flight(Generic[_V]):
 class SingleFlight(Generic[_V]):
     """The first caller for a key runs the call; callers arriving meanwhile wait for its result.
 
-    Waiters get the leader's value, or the leader's exception type re-raised with its message.
+    Waiters get the leader's value, or a fresh exception of the leader's Kamus error type; they
+    wait at most `wait_timeout` seconds, then fail closed with UnavailableError.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, wait_timeout: float = 30.0) -> None:
+        self._wait_timeout = wait_timeout
         self._lock = threading.Lock()
         self._flights: dict[Hashable, _Flight[_V]] = {}
 
@@ -44,7 +48,11 @@ class SingleFlight(Generic[_V]):
                     del self._flights[key]
                 flight.done.set()
             return flight.value
-        flight.done.wait()
+        if not flight.done.wait(self._wait_timeout):
+            raise UnavailableError("the key provider is busy; retry later")
         if flight.error is not None:
-            raise flight.error.with_traceback(None)
+            if isinstance(flight.error, KamusError):
+                # A fresh exception each: one instance raised in many threads shares a traceback.
+                raise type(flight.error)(*flight.error.args)
+            raise UnavailableError("the key provider failed; retry later")
         return flight.value  # type: ignore[return-value]

@@ -36,6 +36,12 @@ _STATUS: tuple[tuple[type[KamusError], int], ...] = (
     (UnavailableError, 503),
 )
 
+_UNAVAILABLE = {
+    "unavailable": "a service Kamus depends on (token verification or the key provider) is "
+    "unavailable; retry later",
+    "audit_unavailable": "the audit trail cannot be written, so nothing is decrypted; retry later",
+}
+
 _HTTP_CODES = {
     400: "invalid_request",
     404: "not_found",
@@ -62,7 +68,13 @@ def _kamus_error(error: KamusError) -> Response:
     if status == 500:
         log.error("unexpected error", exc_info=error)
         return error_response(500, "internal_error", "internal error; this is a bug in Kamus")
-    response = error_response(status, error.code, str(error))
+    message = str(error)
+    if isinstance(error, UnavailableError):
+        # The detail (KMS key names, addresses, the missing permission) is for operators: it goes
+        # to the log, and callers, who may be anonymous, get a fixed sentence.
+        log.warning("dependency unavailable", extra={"code": error.code, "detail": message})
+        message = _UNAVAILABLE.get(error.code, _UNAVAILABLE["unavailable"])
+    response = error_response(status, error.code, message)
     if isinstance(error, UnavailableError | RateLimitedError):
         response.headers["Retry-After"] = str(error.retry_after)
     if status == 401:

@@ -291,6 +291,10 @@ def _raw_value(variable: Variable, environ: Mapping[str, str], problems: list[st
         except OSError as exc:
             problems.append(f"{variable.env}_FILE: cannot read {path}: {exc.strerror}")
             return None
+        except UnicodeDecodeError:
+            # Never the decoder's message: it quotes a byte of the secret.
+            problems.append(f"{variable.env}_FILE: {path} is not UTF-8 text (keys go in base64)")
+            return None
     return direct if direct is not None else variable.default
 
 
@@ -303,8 +307,11 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
     for variable in SPEC:
         if service not in variable.services:
             continue
+        reported = len(problems)
         raw = _raw_value(variable, env, problems)
         if raw is None:
+            if len(problems) > reported:  # unreadable: already reported, not "missing" as well
+                invalid.add(variable.name.lower())
             continue
         try:
             values[variable.name.lower()] = variable.parse(raw)

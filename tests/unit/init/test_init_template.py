@@ -180,3 +180,15 @@ def test_kamus_ejs_custom_format_points_to_the_template_format(
 
     assert exited.value.code == ExitCode.USAGE
     assert "-f template --template FILE" in capsys.readouterr().err
+
+
+def test_a_failing_template_never_quotes_a_value_derived_from_a_secret(
+    decrypted: Path, environ: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = configmap_folder(tmp_path / "cm2", {"cfg": PREFIX + '{"password": "hunter2-S3CRET"}'})
+    template = write(
+        tmp_path / "t.j2", "{% set c = secrets.cfg | from_json %}{{ secrets[c.password] }}"
+    )
+    assert main(template_args(folder, decrypted, template), environ) != 0
+    assert "hunter2" not in capsys.readouterr().err
+    assert list(decrypted.iterdir()) == []

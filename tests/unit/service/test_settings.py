@@ -120,3 +120,17 @@ def test_settings_built_in_code_without_keys_refuse_to_start(service: str) -> No
     factory = encryptor_app if service == "encryptor" else decryptor_app
     with pytest.raises(ConfigurationError, match="required"):
         factory(Settings(service=service))  # type: ignore[arg-type]
+
+
+def test_a_binary_secret_file_is_a_configuration_problem_that_quotes_nothing(
+    keyring_json: str, tmp_path: Path
+) -> None:
+    (tmp_path / "audit.key").write_bytes(b"\x97\xfe\x00secret-bytes")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(
+            "decryptor",
+            {"KAMUS_KEYRING": keyring_json, "KAMUS_AUDIT_KEY_FILE": str(tmp_path / "audit.key")},
+        )
+    assert caught.value.problems == [
+        f"KAMUS_AUDIT_KEY_FILE: {tmp_path / 'audit.key'} is not UTF-8 text (keys go in base64)"
+    ]
