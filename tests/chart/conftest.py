@@ -173,7 +173,48 @@ CASES: dict[str, Values] = {
         },
         "topologySpread": {"whenUnsatisfiable": "DoNotSchedule"},
     },
+    # HTTPS served by gunicorn: one certificate Secret for both services (e.g. from cert-manager),
+    # with the Ingress, the ServiceMonitor and the NetworkPolicy following the https port.
+    "tls": {
+        **EXISTING_KEYS,
+        "tls": {"enabled": True, "existingSecret": "kamus-tls"},
+        "encryptor": {
+            "ingress": {
+                "enabled": True,
+                "host": "kamus-encryptor.example.com",
+                "tlsSecretName": "kamus-encryptor-public-tls",
+                "annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "HTTPS"},
+            }
+        },
+        "serviceMonitor": {
+            "enabled": True,
+            "tlsConfig": {
+                "ca": {"secret": {"name": "kamus-tls", "key": "ca.crt"}},
+                "serverName": "kamus-decryptor.kamus.svc",
+            },
+        },
+    },
+    # One certificate per service, custom gunicorn sizing and Service ports, a remote provider.
+    "tls-per-service": {
+        **_REMOTE_AUDIT_KEY,
+        "provider": "vault",
+        "vault": {
+            "addr": "https://vault.vault.svc:8200",
+            "token": {"existingSecret": {"name": "kamus-vault"}},
+        },
+        "kms": {"key": "kamus"},
+        "tls": {
+            "enabled": True,
+            "encryptor": {"existingSecret": "kamus-encryptor-tls"},
+            "decryptor": {"existingSecret": "kamus-decryptor-tls"},
+        },
+        "encryptor": {"gunicorn": {"workers": 3, "threads": 8, "timeout": 45}},
+        "decryptor": {"service": {"httpsPort": 8443}},
+    },
 }
+TLS_CASES = frozenset(
+    case for case, values in CASES.items() if values.get("tls", {}).get("enabled")
+)
 
 
 def render_chart(
@@ -198,6 +239,11 @@ def manifests_of(rendered: dict[str, str]) -> list[Manifest]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case" in metafunc.fixturenames:
         metafunc.parametrize("case", sorted(CASES))
+    # The value sets serving HTTPS, and the ones left on plain HTTP (tls.enabled off: as before).
+    if "tls_case" in metafunc.fixturenames:
+        metafunc.parametrize("tls_case", sorted(TLS_CASES))
+    if "plain_case" in metafunc.fixturenames:
+        metafunc.parametrize("plain_case", sorted(set(CASES) - TLS_CASES))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -210,6 +256,12 @@ def _quiet_helm() -> None:
 def case_values() -> Callable[[str], Values]:
     """The values of a value set of CASES (a copy: tests may not change the shared ones)."""
     return lambda case: copy.deepcopy(CASES[case])
+
+
+@pytest.fixture(scope="session")
+def tls_enabled() -> Callable[[str], bool]:
+    """Whether a value set of CASES serves HTTPS (`tls.enabled`)."""
+    return lambda case: case in TLS_CASES
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The example workload chart: valid objects, and a pod wired the way kamus-init and the decryptor
-expect (a kamus-audience projected token, a memory emptyDir, no default token mount)."""
+expect (a kamus-audience projected token, a memory emptyDir, no default token mount; with
+`tls.enabled`, an https:// URL and the decryptor's CA mounted for KAMUS_CA_BUNDLE)."""
 
 from __future__ import annotations
 
@@ -21,16 +22,15 @@ CIPHERTEXTS = {
     "api-key": "kamus:v1:local:team-a:example-app:k1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8",
 }
 
+TLS_VALUES = {"secrets": CIPHERTEXTS, "tls": {"enabled": True, "caBundleConfigMap": "kamus-ca"}}
+
 Render = Callable[..., dict[str, str]]
 
 
-@pytest.fixture(scope="module")
-def workload() -> list[dict[str, Any]]:
-    """The example rendered into team-a with two ciphertexts."""
+def render_example(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The example rendered into team-a."""
     with helm.Chart.load(EXAMPLE) as chart:
-        rendered = chart.render(
-            {"secrets": CIPHERTEXTS}, name="example", namespace="team-a", is_install=True
-        )
+        rendered = chart.render(values, name="example", namespace="team-a", is_install=True)
     return [
         document
         for path, text in sorted(rendered.items())
@@ -38,6 +38,18 @@ def workload() -> list[dict[str, Any]]:
         for document in yaml.safe_load_all(text)
         if document
     ]
+
+
+@pytest.fixture(scope="module")
+def workload() -> list[dict[str, Any]]:
+    """The example rendered into team-a with two ciphertexts."""
+    return render_example({"secrets": CIPHERTEXTS})
+
+
+@pytest.fixture(scope="module")
+def tls_workload() -> list[dict[str, Any]]:
+    """The same, for a decryptor serving HTTPS (the kamus chart's tls.enabled)."""
+    return render_example(TLS_VALUES)
 
 
 def by_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -74,6 +86,8 @@ def test_example_pod_is_wired_for_kamus_init(workload: list[dict[str, Any]]) -> 
     assert init["args"] == ["-e", "/encrypted", "-d", "/decrypted", "-f", "files"]
     env = {v["name"]: v["value"] for v in init["env"]}
     assert env["TOKEN_FILE_PATH"] == "/var/run/secrets/kamus/token"
+    assert "KAMUS_CA_BUNDLE" not in env  # tls.enabled is off by default
+    assert "kamus-ca" not in volumes
     mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
     assert mounts == {
         "encrypted": "/encrypted",
@@ -106,3 +120,78 @@ def test_example_reaches_the_decryptor_service_of_the_kamus_chart(
 def test_example_refuses_the_default_service_account(render: Render) -> None:
     with pytest.raises(helm.HelmValuesError, match="serviceAccountName"):
         render({"serviceAccountName": "default"}, EXAMPLE)
+
+
+def test_example_with_tls_lints_clean_and_validates(tls_workload: list[dict[str, Any]]) -> None:
+    report = helm.lint(EXAMPLE, TLS_VALUES, strict=True, namespace="team-a")
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+    assert report["errors"] == []
+    version = kubernetes_validate.latest_version()
+    for manifest in tls_workload:
+        kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_example_with_tls_trusts_the_ca_bundle(
+    tls_workload: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    spec = by_kind(tls_workload, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["kamus-ca"]["configMap"] == {
+        "name": "kamus-ca",
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
+    (init,) = spec["initContainers"]
+    env = {v["name"]: v["value"] for v in init["env"]}
+    assert env["KAMUS_URL"] == "https://kamus-decryptor.kamus.svc"
+    assert env["KAMUS_CA_BUNDLE"] == "/etc/kamus/ca/ca.crt"
+    mounts = {m["name"]: m for m in init["volumeMounts"]}
+    assert mounts["kamus-ca"] == {
+        "name": "kamus-ca",
+        "mountPath": "/etc/kamus/ca",
+        "readOnly": True,
+    }
+    # The app container never sees the CA mount (nor anything but its plaintexts).
+    (app,) = spec["containers"]
+    assert [m["name"] for m in app["volumeMounts"]] == ["decrypted"]
+    # kamus-init accepts the https:// URL and the bundle (here a stand-in file for the mount).
+    bundle = tmp_path / "ca.crt"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = load_init_settings(init["args"], {**env, "KAMUS_CA_BUNDLE": str(bundle)})
+    assert settings.ca_bundle == bundle
+    assert settings.kamus_url.startswith("https://kamus-decryptor.kamus.svc")
+
+
+def test_example_with_tls_reaches_the_https_decryptor_of_the_kamus_chart(
+    tls_workload: list[dict[str, Any]], manifests: Callable[[str], list[dict[str, Any]]]
+) -> None:
+    (service,) = [
+        m
+        for m in manifests("tls")
+        if m["kind"] == "Service"
+        and m["metadata"]["labels"]["app.kubernetes.io/component"] == "decryptor"
+    ]
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["port"]) == ("https", 443)
+    spec = by_kind(tls_workload, "Deployment")["spec"]["template"]["spec"]
+    env = {v["name"]: v["value"] for v in spec["initContainers"][0]["env"]}
+    name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
+    assert env["KAMUS_URL"] == f"https://{name}.{namespace}.svc"
+
+
+@pytest.mark.parametrize(
+    ("tls", "extra", "message"),
+    [
+        pytest.param({"enabled": True}, {}, "tls.caBundleConfigMap is required", id="no-ca"),
+        pytest.param(
+            {"enabled": True, "caBundleConfigMap": "kamus-ca"},
+            {"kamusUrl": "http://kamus-decryptor.kamus.svc"},
+            "kamusUrl must be an https:// URL",
+            id="http-url",
+        ),
+    ],
+)
+def test_example_with_tls_refuses_what_kamus_init_could_not_use(
+    render: Render, tls: dict[str, Any], extra: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmRenderError, match=message):
+        render({"tls": tls, **extra}, EXAMPLE)

@@ -9,6 +9,7 @@ from typing import Any
 
 Manifest = dict[str, Any]
 Manifests = Callable[[str], list[Manifest]]
+TlsEnabled = Callable[[str], bool]
 
 
 def objects(manifests: list[Manifest], kind: str) -> dict[str, Manifest]:
@@ -63,16 +64,20 @@ def test_every_container_is_non_root_read_only_and_without_capabilities(
 
 
 def test_every_container_has_resources_probes_and_a_writable_tmp(
-    case: str, manifests: Manifests
+    case: str, manifests: Manifests, tls_enabled: TlsEnabled
 ) -> None:
+    # Plain HTTP unless tls.enabled; then the port is named https and the probes speak HTTPS.
+    port = {"port": "https", "scheme": "HTTPS"} if tls_enabled(case) else {"port": "http"}
     for name, spec in pod_specs(manifests(case)).items():
         (container,) = spec["containers"]
         resources = container["resources"]
         for bound in ("requests", "limits"):
             assert set(resources[bound]) >= {"cpu", "memory"}, name
-        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-        assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", **port}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", **port}
+        assert container["ports"] == [
+            {"name": port["port"], "containerPort": 8080, "protocol": "TCP"}
+        ]
         volumes = {v["name"]: v for v in spec["volumes"]}
         (tmp,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
         assert "emptyDir" in volumes[tmp["name"]], name
@@ -128,7 +133,7 @@ def test_keys_are_read_only_files_never_environment_values(case: str, manifests:
 
 
 def test_network_policy_admits_only_pods_of_the_cluster_to_the_decryptor(
-    case: str, manifests: Manifests
+    case: str, manifests: Manifests, tls_enabled: TlsEnabled
 ) -> None:
     rendered = manifests(case)
     (policy,) = objects(rendered, "NetworkPolicy").values()
@@ -138,7 +143,8 @@ def test_network_policy_admits_only_pods_of_the_cluster_to_the_decryptor(
     )
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     (rule,) = policy["spec"]["ingress"]
-    assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+    port = "https" if tls_enabled(case) else "http"
+    assert rule["ports"] == [{"protocol": "TCP", "port": port}]
     for peer in rule["from"]:
         # A namespaceSelector matches pods only; an ipBlock could admit the outside world.
         assert "ipBlock" not in peer

@@ -25,3 +25,8 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The decryptor's URL: kamusUrl, or the Service of release `kamus` in namespace `kamus`. */}}
+{{- define "example.kamusUrl" -}}
+{{- default (ternary "https://kamus-decryptor.kamus.svc" "http://kamus-decryptor.kamus.svc" .Values.tls.enabled) .Values.kamusUrl -}}
+{{- end -}}

@@ -79,6 +79,33 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-keys" (include "kamus.fullname" .) -}}
 {{- end -}}
 
+{{/* Where the TLS Secret is mounted; gunicorn reads tls.crt and tls.key from it. */}}
+{{- define "kamus.tlsDir" -}}
+/etc/kamus/tls
+{{- end -}}
+
+{{/* The kubernetes.io/tls Secret of one component: (dict "root" $ "component" "encryptor"). */}}
+{{- define "kamus.tlsSecretName" -}}
+{{- $tls := .root.Values.tls -}}
+{{- default $tls.existingSecret (index $tls .component).existingSecret -}}
+{{- end -}}
+
+{{/* Name of the container and Service port: "https" with tls.enabled, "http" otherwise. */}}
+{{- define "kamus.portName" -}}
+{{- ternary "https" "http" (.Values.tls.enabled | default false) -}}
+{{- end -}}
+
+{{/* Port of one component's Service: (dict "root" $ "component" "encryptor"). */}}
+{{- define "kamus.servicePort" -}}
+{{- $service := (index .root.Values .component).service -}}
+{{- ternary $service.httpsPort $service.port (.root.Values.tls.enabled | default false) | int -}}
+{{- end -}}
+
+{{/* In-cluster URL of one component's Service: (dict "root" $ "component" "decryptor"). */}}
+{{- define "kamus.serviceUrl" -}}
+{{- printf "%s://%s.%s.svc:%s" (include "kamus.portName" .root) (include "kamus.componentName" .) .root.Release.Namespace (include "kamus.servicePort" .) -}}
+{{- end -}}
+
 {{- define "kamus.remoteProvider" -}}
 {{- if ne .Values.provider "local" }}true{{ end -}}
 {{- end -}}
@@ -184,14 +211,25 @@ components need it. Only files the configuration uses are listed.
 {{- if and $v.encryptor.ingress.enabled (not $v.encryptor.ingress.host) -}}
 {{- fail "encryptor.ingress.host is required when encryptor.ingress.enabled is true" -}}
 {{- end -}}
+{{- if $v.tls.enabled -}}
+{{- range $component := list "encryptor" "decryptor" -}}
+{{- if not (include "kamus.tlsSecretName" (dict "root" $ "component" $component)) -}}
+{{- fail (printf "tls.existingSecret is required when tls.enabled is true: the name of a kubernetes.io/tls Secret with tls.crt and tls.key for the %s (e.g. made by a cert-manager Certificate), or set tls.%s.existingSecret; see docs/DEPLOY.md, \"TLS\"" $component $component) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Environment of one component: (dict "root" $ "component" "encryptor"). */}}
 {{- define "kamus.env" -}}
 {{- $v := .root.Values -}}
 {{- $c := index $v .component -}}
+{{- $gunicorn := printf "--bind=0.0.0.0:8080 --workers=%d --threads=%d --worker-class=gthread --timeout=%d --graceful-timeout=20 --worker-tmp-dir=/tmp" (int $c.gunicorn.workers) (int $c.gunicorn.threads) (int $c.gunicorn.timeout) -}}
+{{- if $v.tls.enabled -}}
+{{- $gunicorn = printf "%s --certfile=%s/tls.crt --keyfile=%s/tls.key" $gunicorn (include "kamus.tlsDir" .root) (include "kamus.tlsDir" .root) -}}
+{{- end -}}
 - name: GUNICORN_CMD_ARGS
-  value: {{ printf "--bind=0.0.0.0:8080 --workers=%d --threads=%d --worker-class=gthread --timeout=%d --graceful-timeout=20 --worker-tmp-dir=/tmp" (int $c.gunicorn.workers) (int $c.gunicorn.threads) (int $c.gunicorn.timeout) | quote }}
+  value: {{ $gunicorn | quote }}
 - name: KAMUS_PROVIDER
   value: {{ $v.provider | quote }}
 - name: KAMUS_LOG_LEVEL
@@ -303,6 +341,7 @@ components need it. Only files the configuration uses are listed.
 {{- $component := .component -}}
 {{- $c := index $v $component -}}
 {{- $files := include "kamus.secretFiles" $root | fromYamlArray -}}
+{{- $port := include "kamus.portName" $root -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -380,7 +419,7 @@ spec:
           image: {{ include "kamus.image" . | quote }}
           imagePullPolicy: {{ $c.image.pullPolicy }}
           ports:
-            - name: http
+            - name: {{ $port }}
               containerPort: 8080
               protocol: TCP
           env:
@@ -388,12 +427,18 @@ spec:
           livenessProbe:
             httpGet:
               path: /healthz
-              port: http
+              port: {{ $port }}
+              {{- if $v.tls.enabled }}
+              scheme: HTTPS
+              {{- end }}
             {{- toYaml $c.livenessProbe | nindent 12 }}
           readinessProbe:
             httpGet:
               path: /readyz
-              port: http
+              port: {{ $port }}
+              {{- if $v.tls.enabled }}
+              scheme: HTTPS
+              {{- end }}
             {{- toYaml $c.readinessProbe | nindent 12 }}
           resources:
             {{- toYaml $c.resources | nindent 12 }}
@@ -408,6 +453,11 @@ spec:
               mountPath: {{ .dir }}
               readOnly: true
             {{- end }}
+            {{- end }}
+            {{- if $v.tls.enabled }}
+            - name: tls
+              mountPath: {{ include "kamus.tlsDir" $root }}
+              readOnly: true
             {{- end }}
             {{- if and (eq $component "decryptor") $c.auditFile.enabled }}
             - name: audit
@@ -430,6 +480,18 @@ spec:
               - key: {{ .key }}
                 path: {{ .file }}
         {{- end }}
+        {{- end }}
+        {{- if $v.tls.enabled }}
+        {{- /* No subPath: the kubelet updates the files when cert-manager renews the Secret. */}}
+        - name: tls
+          secret:
+            secretName: {{ include "kamus.tlsSecretName" . }}
+            defaultMode: 0440
+            items:
+              - key: tls.crt
+                path: tls.crt
+              - key: tls.key
+                path: tls.key
         {{- end }}
         {{- if and (eq $component "decryptor") $c.auditFile.enabled }}
         - name: audit
