@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -28,6 +29,24 @@ def _warn_dev(what: str, path: Path) -> None:
     print(f"\n*** {message} ***\n", file=sys.stderr, flush=True)
 
 
+def _create_dev_file(path: Path, content: bytes) -> None:
+    """Create a development key file once; an existing one is used only if it is plainly ours.
+
+    Workers and services of one `kamus-dev up` share the files; anything else at that path (a
+    symlink, another user's file, a readable mode) could be a key someone planted, so it stops
+    the start instead of being trusted.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if write_private(path, content, exclusive=True):
+        return
+    info = path.lstat()
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise ConfigurationError(
+            f"{path} exists but is not a private regular file of this user (mode 0600); "
+            "remove it or use another KAMUS_DEV_DIR"
+        )
+
+
 def local_provider(settings: Settings) -> LocalKeyringProvider:
     """The local keyring provider; ConfigurationError when the keyring is missing or invalid."""
     if settings.keyring is not None:
@@ -37,8 +56,7 @@ def local_provider(settings: Settings) -> LocalKeyringProvider:
             "KAMUS_KEYRING or KAMUS_KEYRING_FILE is required (no default keys)"
         )
     path = settings.dev_dir / "keyring.json"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    write_private(path, Keyring.generate().to_json().encode("utf-8"), exclusive=True)
+    _create_dev_file(path, Keyring.generate().to_json().encode("utf-8"))
     _warn_dev("keyring (anyone with this file can decrypt every secret)", path)
     return LocalKeyringProvider(Keyring.load(path))
 
@@ -52,8 +70,7 @@ def audit_key_from_settings(settings: Settings) -> bytes:
             "KAMUS_AUDIT_KEY or KAMUS_AUDIT_KEY_FILE is required (no default keys)"
         )
     path = settings.dev_dir / "audit.key"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Base64 text, like KAMUS_AUDIT_KEY, so `kamus-audit --key-file` reads the same file.
-    write_private(path, base64.b64encode(os.urandom(32)) + b"\n", exclusive=True)
+    _create_dev_file(path, base64.b64encode(os.urandom(32)) + b"\n")
     _warn_dev("audit key", path)
     return base64.b64decode(path.read_bytes().strip())

@@ -8,6 +8,7 @@ from kamus_decryptor import create_app as decryptor_app
 from kamus_encryptor import create_app as encryptor_app
 from kamus_kms.errors import ConfigurationError
 from kamus_kms.keyring import Keyring
+from kamus_service.keys import audit_key_from_settings, local_provider
 from kamus_service.settings import SPEC, Settings, load_settings
 
 AUDIT_KEY = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="  # 32 bytes
@@ -134,3 +135,20 @@ def test_a_binary_secret_file_is_a_configuration_problem_that_quotes_nothing(
     assert caught.value.problems == [
         f"KAMUS_AUDIT_KEY_FILE: {tmp_path / 'audit.key'} is not UTF-8 text (keys go in base64)"
     ]
+
+
+def test_dev_mode_refuses_a_planted_key_file(tmp_path: Path) -> None:
+    target = tmp_path / "attacker.json"
+    Keyring.generate().save(target)
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "keyring.json").symlink_to(target)
+    settings = Settings(service="encryptor", dev_mode=True, dev_dir=tmp_path / "dev")
+    with pytest.raises(ConfigurationError, match="not a private regular file"):
+        encryptor_app(settings)
+
+
+def test_dev_mode_shares_its_own_key_files_between_starts(tmp_path: Path) -> None:
+    settings = Settings(service="decryptor", dev_mode=True, dev_dir=tmp_path / "dev")
+    first = local_provider(settings).keyring.active.secret
+    assert local_provider(settings).keyring.active.secret == first
+    assert audit_key_from_settings(settings) == audit_key_from_settings(settings)
