@@ -27,6 +27,11 @@ class Opened:
     ciphertext: Ciphertext
 
 
+def cluster_suffix(cluster: str) -> bytes:
+    """What a cluster name adds to the associated data: nothing when unset (docs/FORMAT.md)."""
+    return b"\x00cluster:" + cluster.encode("ascii") if cluster else b""
+
+
 class Sealer:
     """Encrypts plaintext for a scope and opens ciphertexts, delegating keys to a provider."""
 
@@ -36,11 +41,15 @@ class Sealer:
         *,
         max_plaintext: int = DEFAULT_MAX_PLAINTEXT,
         padding_bucket: int = DEFAULT_PADDING_BUCKET,
+        cluster: str = "",
         random: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.provider = provider
         self.max_plaintext = max_plaintext
         self.padding_bucket = padding_bucket
+        # Not in the header (so it costs nothing to read), but authenticated: a ciphertext sealed
+        # in one cluster does not open in another, even with the same master key and scope.
+        self._cluster_suffix = cluster_suffix(cluster)
         # Injected so the committed test vectors can be reproduced byte for byte.
         self._random = random
 
@@ -51,10 +60,10 @@ class Sealer:
                 f"the secret is {len(plaintext)} bytes; the limit is {self.max_plaintext}"
             )
         key_id = self.provider.current_key_id(scope)
-        header = header_text(self.provider.name, scope, key_id).encode("ascii")
-        data_key = self.provider.new_data_key(scope, key_id, header)
+        aad = header_text(self.provider.name, scope, key_id).encode("ascii") + self._cluster_suffix
+        data_key = self.provider.new_data_key(scope, key_id, aad)
         nonce = self._random(NONCE_BYTES)
-        sealed = AESGCM(data_key.key).encrypt(nonce, pad(plaintext, self.padding_bucket), header)
+        sealed = AESGCM(data_key.key).encrypt(nonce, pad(plaintext, self.padding_bucket), aad)
         return Ciphertext(
             self.provider.name, scope, key_id, data_key.wrapped, nonce, sealed
         ).encode()
@@ -76,12 +85,12 @@ class Sealer:
             )
         if ciphertext.provider != self.provider.name:
             raise InvalidCiphertextError
-        header = ciphertext.associated_data
+        aad = ciphertext.associated_data + self._cluster_suffix
         key = self.provider.recover_data_key(
-            ciphertext.scope, ciphertext.key_id, ciphertext.wrapped_key, header
+            ciphertext.scope, ciphertext.key_id, ciphertext.wrapped_key, aad
         )
         try:
-            padded = AESGCM(key).decrypt(ciphertext.nonce, ciphertext.sealed, header)
+            padded = AESGCM(key).decrypt(ciphertext.nonce, ciphertext.sealed, aad)
         except InvalidTag as exc:
             raise InvalidCiphertextError from exc
         return Opened(unpad(padded), ciphertext)

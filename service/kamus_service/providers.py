@@ -93,4 +93,5 @@ def sealer_from_settings(settings: Settings, provider: KeyProvider) -> Sealer:
         provider,
         max_plaintext=settings.max_plaintext_bytes,
         padding_bucket=settings.padding_bucket,
+        cluster=settings.cluster_name,
     )

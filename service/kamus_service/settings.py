@@ -81,6 +81,16 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+_CLUSTER = re.compile(r"[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?")
+
+
+def _cluster_name(text: str) -> str:
+    name = text.strip()
+    if name and not _CLUSTER.fullmatch(name):
+        raise ValueError("must be 1-63 lowercase letters, digits, '-' or '.'")
+    return name
+
+
 def _audiences(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -130,6 +140,10 @@ SPEC: tuple[Variable, ...] = (
     Variable("KEYRING", str, None,
              "The local keyring as JSON (see docs/FORMAT.md); required for the local provider "
              "unless in development mode.", secret=True),
+    Variable("CLUSTER_NAME", _cluster_name, "",
+             "Binds every ciphertext to this cluster: set a name per cluster (the same on its "
+             "encryptor and decryptor) and a ciphertext moved to another cluster does not open "
+             "there, even with the same keys. Empty: no cluster binding."),
     Variable("KMS_KEY_MODE", _choice("shared", "per-service-account"), "shared",
              "Remote providers: `shared` uses KAMUS_KMS_KEY for every scope; "
              "`per-service-account` uses one KMS key per namespace + service account, created "
@@ -236,6 +250,7 @@ class Settings:
     dev_dir: Path = Path(".kamus-dev")
     provider: str = "local"
     keyring: str | None = None
+    cluster_name: str = ""
     kms_key_mode: str = "shared"
     kms_key: str | None = None
     kms_naming_key: bytes | None = None

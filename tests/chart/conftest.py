@@ -44,7 +44,7 @@ _REMOTE_AUDIT_KEY: Values = {"auditKey": {"existingSecret": {"name": "kamus-audi
 # Realistic value sets, each rendered and linted once per session.
 CASES: dict[str, Values] = {
     "default": KEYS,
-    "existing-secrets": EXISTING_KEYS,
+    "existing-secrets": {**EXISTING_KEYS, "clusterName": "prod-eu-1"},
     "gcp": {
         **_REMOTE_AUDIT_KEY,
         "provider": "gcp",

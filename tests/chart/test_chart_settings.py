@@ -165,8 +165,9 @@ def test_provider_settings_reach_both_services(
 
 def test_every_setting_is_either_exposed_or_deliberately_not(manifests: Manifests) -> None:
     from_chart: set[str] = set()
-    for case in ("default", "gcp", "aws", "pkcs11", "vault", "per-service-account",
-                 "hybrid-tokens", "audit-file-pvc", "legacy-migration"):  # fmt: skip
+    for case in ("default", "existing-secrets", "gcp", "aws", "pkcs11", "vault",
+                 "per-service-account", "hybrid-tokens", "audit-file-pvc",
+                 "legacy-migration"):  # fmt: skip
         for container in containers(manifests(case)).values():
             from_chart |= set(kamus_env(container))
     from_chart |= {v.env for v in SPEC if v.secret and v.env + "_FILE" in from_chart}

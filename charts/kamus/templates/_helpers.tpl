@@ -240,6 +240,10 @@ components need it. Only files the configuration uses are listed.
   value: {{ $v.maxBodyBytes | int | quote }}
 - name: KAMUS_PADDING_BUCKET
   value: {{ $v.paddingBucket | int | quote }}
+{{- if $v.clusterName }}
+- name: KAMUS_CLUSTER_NAME
+  value: {{ $v.clusterName | quote }}
+{{- end }}
 - name: KAMUS_ALLOW_DEFAULT_SERVICE_ACCOUNT
   value: {{ $v.allowDefaultServiceAccount | toString | quote }}
 {{- if include "kamus.remoteProvider" .root }}

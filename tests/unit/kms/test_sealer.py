@@ -163,3 +163,17 @@ def test_only_ascii_whitespace_around_a_ciphertext_is_tolerated(
     assert sealer.open(f" \t{text}\r\n").plaintext == b"secret"
     with pytest.raises(InvalidCiphertextError):
         sealer.open(wrapping.format(text))
+
+
+def test_a_ciphertext_is_bound_to_its_cluster_even_with_shared_keys(
+    keyring: Keyring, team_a_app: Scope
+) -> None:
+    provider = LocalKeyringProvider(keyring)
+    text = Sealer(provider, cluster="prod-eu").seal(b"cluster-bound", team_a_app)
+    assert Sealer(provider, cluster="prod-eu").open(text, team_a_app).plaintext == b"cluster-bound"
+    for other in ("prod-us", ""):
+        with pytest.raises(InvalidCiphertextError):
+            Sealer(provider, cluster=other).open(text, team_a_app)
+    unbound = Sealer(provider).seal(b"unbound", team_a_app)
+    with pytest.raises(InvalidCiphertextError):
+        Sealer(provider, cluster="prod-eu").open(unbound, team_a_app)

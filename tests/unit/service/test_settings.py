@@ -6,9 +6,12 @@ import pytest
 
 from kamus_decryptor import create_app as decryptor_app
 from kamus_encryptor import create_app as encryptor_app
-from kamus_kms.errors import ConfigurationError
+from kamus_kms.errors import ConfigurationError, InvalidCiphertextError
 from kamus_kms.keyring import Keyring
+from kamus_kms.scope import Scope
+from kamus_kms.sealer import Sealer
 from kamus_service.keys import audit_key_from_settings, local_provider
+from kamus_service.providers import sealer_from_settings
 from kamus_service.settings import SPEC, Settings, load_settings
 
 AUDIT_KEY = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="  # 32 bytes
@@ -152,3 +155,15 @@ def test_dev_mode_shares_its_own_key_files_between_starts(tmp_path: Path) -> Non
     first = local_provider(settings).keyring.active.secret
     assert local_provider(settings).keyring.active.secret == first
     assert audit_key_from_settings(settings) == audit_key_from_settings(settings)
+
+
+def test_the_cluster_name_setting_binds_what_the_services_seal(keyring_json: str) -> None:
+    settings = load_settings("encryptor", {"KAMUS_KEYRING": keyring_json,
+                                           "KAMUS_CLUSTER_NAME": "prod-eu-1"})  # fmt: skip
+    provider = local_provider(settings)
+    text = sealer_from_settings(settings, provider).seal(b"x", Scope("team-a", "app"))
+    assert sealer_from_settings(settings, provider).open(text).plaintext == b"x"
+    with pytest.raises(InvalidCiphertextError):
+        Sealer(provider).open(text)
+    with pytest.raises(ConfigurationError, match="KAMUS_CLUSTER_NAME"):
+        load_settings("encryptor", {"KAMUS_KEYRING": keyring_json, "KAMUS_CLUSTER_NAME": "Prod EU"})
