@@ -17,8 +17,9 @@ if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
   $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq python3-venv >/dev/null
 fi
 
-# Debian packages the tests use: SoftHSM2, the PKCS#11 token the HSM provider is tested against.
-if ! command -v softhsm2-util >/dev/null 2>&1; then
+# Debian packages only the tests use (scripts/test.sh passes --test): SoftHSM2, the PKCS#11 token
+# the HSM provider is tested against.
+if [ "${1:-}" = "--test" ] && ! command -v softhsm2-util >/dev/null 2>&1; then
   echo "installing softhsm2 (Debian)" >&2
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
