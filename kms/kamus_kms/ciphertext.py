@@ -16,6 +16,7 @@ unquoted in YAML, JSON strings and env files.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import struct
 from dataclasses import dataclass
@@ -97,6 +98,12 @@ class Ciphertext:
     @classmethod
     def parse(cls, text: str) -> Ciphertext:
         """Parse the text form; every problem raises the one opaque InvalidCiphertextError."""
+        if len(text) <= _CACHEABLE_CHARS:
+            return _parse_cached(text)
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Ciphertext:
         # Only ASCII whitespace (a trailing newline from a file or ConfigMap): stripping Unicode
         # spaces would let different texts stand for one ciphertext.
         text = text.strip(" \t\r\n")
@@ -125,3 +132,14 @@ class Ciphertext:
             nonce=rest[wrapped_len : wrapped_len + NONCE_BYTES],
             sealed=rest[wrapped_len + NONCE_BYTES :],
         )
+
+
+# The pods of a deployment start together and send the same ciphertexts: parsing (validation,
+# canonical base64) is a third of opening one, and its result is immutable. Only short texts are
+# kept, so the cache stays small; failures are not cached (they raise).
+_CACHEABLE_CHARS = 4096
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str) -> Ciphertext:
+    return Ciphertext._parse(text)
