@@ -44,6 +44,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--only", help="comma-separated cases to run (e.g. hello,decrypt); nothing is saved"
+    )
     args = parser.parse_args()
     run = {"seconds": args.seconds, "connections": args.connections}
     results: dict[str, Any] = {"workers": WORKERS, "threads": THREADS, "cpus": os.cpu_count(),
@@ -61,6 +64,8 @@ def main() -> None:
                         {"items": {f"s{i}": ciphertext for i in range(BATCH)}}, bearer),
             **_openbao_cases(address, token),
         }  # fmt: skip
+        if args.only:
+            cases = {name: case for name, case in cases.items() if name in args.only.split(",")}
         reviews_before = kamus.authority.tokenreview_calls
         # wrk keeps its 32 connections for a whole round, and which gunicorn worker accepted
         # each one decides the balance between the two processes: rounds vary by up to 3x for
@@ -83,6 +88,8 @@ def main() -> None:
                 f" ms  p99 {results[name]['p99_ms']:6.2f} ms  errors {results[name]['errors']}"
                 f"  rounds {results[name]['rounds_rps']}"
             )
+        if args.only:
+            return
         results["tokenreview_calls_during_load"] = (
             kamus.authority.tokenreview_calls - reviews_before
         )

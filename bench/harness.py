@@ -41,6 +41,7 @@ logging.getLogger("werkzeug").setLevel(logging.ERROR)
 # The same gunicorn configuration for Kamus and the hello-world baseline.
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 THREADS = int(os.environ.get("BENCH_THREADS", "4"))
+WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "gthread")
 
 
 @dataclass
@@ -98,6 +99,7 @@ def local_kamus(extra_env: dict[str, str] | None = None, workers: int = WORKERS)
                 workdir / "logs",
                 workers=workers,
                 threads=THREADS,
+                worker_class=WORKER_CLASS,
             )
         )
         decryptor = stack.enter_context(
@@ -107,6 +109,7 @@ def local_kamus(extra_env: dict[str, str] | None = None, workers: int = WORKERS)
                 workdir / "logs",
                 workers=workers,
                 threads=THREADS,
+                worker_class=WORKER_CLASS,
             )
         )
         yield Kamus(authority, url, encryptor, decryptor, workdir)
@@ -118,7 +121,8 @@ def hello_world(workers: int = WORKERS) -> Iterator[Service]:
     with tempfile.TemporaryDirectory(prefix="hello-bench-") as workdir:
         env = {"PYTHONPATH": str(ROOT / "bench")}
         with gunicorn(
-            "hello:create_app()", env, Path(workdir), workers=workers, threads=THREADS
+            "hello:create_app()", env, Path(workdir), workers=workers, threads=THREADS,
+            worker_class=WORKER_CLASS,
         ) as service:
             yield service
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Request, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, Counter
 
 from kamus_decryptor.audit import AuditEvent, AuditTrail
@@ -40,17 +40,24 @@ from kamus_service.keys import audit_key_from_settings
 from kamus_service.logs import configure_logging
 from kamus_service.providers import provider_from_settings, sealer_from_settings
 from kamus_service.settings import Settings, exit_on_configuration_error, load_settings
-from kamus_service.webapp import new_app
+from kamus_service.webapp import REQUEST_ID, new_app
 
 routes = Blueprint("decryptor", __name__)
 Parsed = Ciphertext | LegacyCiphertext
 _MAX_ITEM_NAME = 253
 
 
-def _bearer_token() -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+def _bearer_token(current: Request) -> str | None:
+    scheme, _, token = current.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+def _current_request() -> Request:
+    # The request object itself: each attribute read through the `request` proxy is a
+    # context-variable lookup, and the decrypt routes read several.
+    current: Request = request._get_current_object()  # type: ignore[attr-defined]
+    return current
 
 
 class Decryptor:
@@ -79,20 +86,21 @@ class Decryptor:
             ["action", "reason"],
             registry=registry,
         )
+        self._outcomes: dict[tuple[str, str], Any] = {}
         self.legacy_opened = Counter(
             "kamus_legacy_ciphertexts_opened", "Original Kamus ciphertexts opened (to migrate)",
             registry=registry,
         )  # fmt: skip
 
     @contextmanager
-    def attempt(self, action: str) -> Iterator[AuditEvent]:
+    def attempt(self, action: str, current: Request, token: str | None) -> Iterator[AuditEvent]:
         """One audited, rate-limited, counted attempt; yields its audit event."""
-        token = _bearer_token()
-        source = request.remote_addr or "unknown"
+        environ = current.environ
+        source = environ.get("REMOTE_ADDR") or "unknown"
         keys = (f"source:{source}", f"token:{token_key(token)}" if token else None)
         try:
             with self.audit.attempt(
-                action, g.request_id, source, request.headers.get("User-Agent")
+                action, environ.get(REQUEST_ID, ""), source, environ.get("HTTP_USER_AGENT")
             ) as event:
                 self.limiter.check(*keys)
                 try:
@@ -103,13 +111,21 @@ class Decryptor:
                     self.limiter.record_failure(*keys)
                     raise
         except KamusError as exc:
-            self.outcomes.labels(action, exc.code).inc()
+            self._outcome(action, exc.code).inc()
             raise
-        self.outcomes.labels(action, "ok").inc()
+        self._outcome(action, "ok").inc()
 
-    def authenticate(self, event: AuditEvent) -> Caller:
+    def _outcome(self, action: str, reason: str) -> Any:
+        # Children by label values, found once: actions and reason codes are a fixed set.
+        child = self._outcomes.get((action, reason))
+        if child is None:
+            child = self._outcomes.setdefault(
+                (action, reason), self.outcomes.labels(action, reason)
+            )
+        return child
+
+    def authenticate(self, event: AuditEvent, token: str | None) -> Caller:
         """The verified caller of this request, recorded in the audit event."""
-        token = _bearer_token()
         if token is None:
             raise AuthenticationError(
                 "send the pod's service-account token as 'Authorization: Bearer <token>'"
@@ -176,30 +192,33 @@ def _decryptor() -> Decryptor:
 
 @routes.post("/api/v1/decrypt")
 def decrypt() -> Response:
-    decryptor = _decryptor()
-    with decryptor.attempt("decrypt") as event:
-        caller = decryptor.authenticate(event)
-        text = require_text(read_json_object(request), "data")
+    decryptor, current = _decryptor(), _current_request()
+    token = _bearer_token(current)
+    with decryptor.attempt("decrypt", current, token) as event:
+        caller = decryptor.authenticate(event, token)
+        text = require_text(read_json_object(current), "data")
         plaintext = decryptor.open_all(event, caller, {"data": text})["data"]
     return Response(plaintext, mimetype="text/plain")
 
 
 @routes.post("/api/v1/decrypt/batch")
 def decrypt_batch() -> Response:
-    decryptor = _decryptor()
-    with decryptor.attempt("decrypt_batch") as event:
-        caller = decryptor.authenticate(event)
-        items = _batch_items(read_json_object(request), decryptor.settings.max_batch_items)
+    decryptor, current = _decryptor(), _current_request()
+    token = _bearer_token(current)
+    with decryptor.attempt("decrypt_batch", current, token) as event:
+        caller = decryptor.authenticate(event, token)
+        items = _batch_items(read_json_object(current), decryptor.settings.max_batch_items)
         opened = decryptor.open_all(event, caller, items)
     return jsonify(items=opened)
 
 
 @routes.post("/api/v1/rewrap")
 def rewrap() -> Response:
-    decryptor = _decryptor()
-    with decryptor.attempt("rewrap") as event:
-        caller = decryptor.authenticate(event)
-        text = require_text(read_json_object(request), "data")
+    decryptor, current = _decryptor(), _current_request()
+    token = _bearer_token(current)
+    with decryptor.attempt("rewrap", current, token) as event:
+        caller = decryptor.authenticate(event, token)
+        text = require_text(read_json_object(current), "data")
         ciphertext = decryptor.parse_all(event, {"data": text})["data"]
         # The plaintext exists only inside this call: it is sealed again at once, for the
         # caller's own scope (the only one it could open), under the provider's current key.

@@ -7,7 +7,6 @@ recognised across events without the audit log revealing it), and the outcome wi
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 from collections.abc import Iterator
@@ -25,6 +24,9 @@ from kamus_kms.legacy import LegacyCiphertext
 from kamus_service.logs import write_event
 
 _MAX_USER_AGENT = 256
+# Fingerprints of recent short ciphertexts: the pods of one deployment send the same ones.
+_FINGERPRINT_CACHE_TEXTS = 4096
+_FINGERPRINT_CACHE_MAX_CHARS = 4096
 
 
 def _now() -> str:
@@ -83,11 +85,20 @@ class AuditTrail:
         self._file = file
         self._fail_closed = fail_closed
         self._log = logging.getLogger("kamus.audit")
+        self._fingerprints: dict[str, str] = {}
 
     def fingerprint(self, text: str) -> str:
         """Keyed fingerprint of a ciphertext text (HMAC-SHA256, 128 bits shown)."""
-        digest = hmac.new(self._key, text.strip().encode("utf-8", "replace"), hashlib.sha256)
-        return digest.hexdigest()[:32]
+        known = self._fingerprints.get(text)
+        if known is not None:
+            return known
+        digest = hmac.digest(self._key, text.strip().encode("utf-8", "replace"), "sha256")
+        fingerprint = digest[:16].hex()
+        if len(text) <= _FINGERPRINT_CACHE_MAX_CHARS:
+            if len(self._fingerprints) >= _FINGERPRINT_CACHE_TEXTS:
+                self._fingerprints.clear()  # simple and bounded; refilled by the next requests
+            self._fingerprints[text] = fingerprint
+        return fingerprint
 
     def record_item(
         self, event: AuditEvent, text: str, ciphertext: Ciphertext | LegacyCiphertext | None,

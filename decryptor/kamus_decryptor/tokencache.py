@@ -25,9 +25,26 @@ from kamus_kms.errors import RequestError, UnavailableError
 _MAX_ENTRIES = 10_000
 
 
+class _LastKey(threading.local):
+    token: str | None = None
+    key: str = ""
+
+
+_last = _LastKey()
+
+
 def token_key(token: str) -> str:
-    """The cache and rate-limit key of a token: its SHA-256, so the token itself is never kept."""
-    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+    """The cache and rate-limit key of a token: its SHA-256, so the token itself is never kept.
+
+    A request asks for the key of its one token several times (rate limit, review cache); each
+    thread remembers the last answer for that same string object, until its next request.
+    """
+    last = _last
+    if last.token is token:
+        return last.key
+    key = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+    last.token, last.key = token, key
+    return key
 
 
 def token_expiry(token: str) -> float | None:
@@ -90,9 +107,9 @@ class CachingTokenReviewer:
             entry = self._entries.get(key)
             if entry is not None and entry.expires > self._clock():
                 self._entries.move_to_end(key)
-                self.metrics.cache.labels("hit").inc()
+                self.metrics.cache_hits.inc()
                 return _answer(entry)
-            self.metrics.cache.labels("miss").inc()
+            self.metrics.cache_misses.inc()
             flight = self._flights.get(key)
             leader = flight is None
             if flight is None:

@@ -123,6 +123,9 @@ class ReviewMetrics:
             "kamus_tokenreview_cache", "Token verification cache lookups by result (hit, miss)",
             ["result"], registry=registry,
         )  # fmt: skip
+        # Looked up once: labels() takes a lock and checks the values on every call.
+        self.cache_hits = self.cache.labels("hit")
+        self.cache_misses = self.cache.labels("miss")
 
 
 class KubernetesTokenReviewer:

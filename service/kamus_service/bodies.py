@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 from flask import Request
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from kamus_kms.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 
@@ -14,10 +13,10 @@ from kamus_kms.errors import InvalidRequestError, PayloadTooLargeError, Unsuppor
 def read_json_object(request: Request) -> dict[str, Any]:
     """The body as a JSON object; 415 when not declared JSON, 400 when not a JSON object.
 
-    Reads through werkzeug's limited stream, so chunked bodies work and MAX_CONTENT_LENGTH applies
-    to them too (413).
+    Reads the server's input directly, so chunked bodies work and MAX_CONTENT_LENGTH applies to
+    them too (413).
     """
-    if not request.is_json:
+    if not _declares_json(request.environ.get("CONTENT_TYPE", "")):
         raise UnsupportedMediaTypeError("send the body as JSON with Content-Type: application/json")
     raw = _read_body(request)
     if not raw.strip():
@@ -31,22 +30,36 @@ def read_json_object(request: Request) -> dict[str, Any]:
     return document
 
 
+def _declares_json(content_type: str) -> bool:
+    # What werkzeug's `is_json` accepts: application/json and application/*+json, any parameters.
+    mimetype = content_type.partition(";")[0].strip().lower()
+    return mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    )
+
+
 def _read_body(request: Request) -> bytes:
     limit = request.max_content_length
     too_large = PayloadTooLargeError(f"the request body is larger than {limit} bytes")
-    if request.content_length is None and limit is not None:
-        # Chunked body: werkzeug would silently cut it at the limit, so read one byte more from
-        # the server's (already de-chunked) input to tell "exactly the limit" from "too large".
-        if not request.environ.get("wsgi.input_terminated"):
-            return b""
-        raw: bytes = request.environ["wsgi.input"].read(limit + 1)
-        if len(raw) > limit:
+    environ = request.environ
+    declared = environ.get("CONTENT_LENGTH", "")
+    if declared.isdigit() and declared.isascii():
+        length = int(declared)
+        if limit is not None and length > limit:
             raise too_large
+        # The server's input stops at the declared length (gunicorn and werkzeug both bound it).
+        raw: bytes = environ["wsgi.input"].read(length) if length else b""
         return raw
-    try:
-        return request.get_data(cache=False)
-    except RequestEntityTooLarge as exc:
-        raise too_large from exc
+    if declared:
+        raise InvalidRequestError("the Content-Length header is not a number")
+    # No length: a chunked body, which the server de-chunks. Read one byte more than the limit
+    # to tell "exactly the limit" from "too large" (a plain read would be cut at the limit).
+    if not environ.get("wsgi.input_terminated"):
+        return b""
+    raw = environ["wsgi.input"].read(limit + 1 if limit is not None else -1)
+    if limit is not None and len(raw) > limit:
+        raise too_large
+    return raw
 
 
 def require_text(document: dict[str, Any], field: str) -> str:

@@ -58,6 +58,8 @@ def configure_logging(level: str) -> None:
 
 
 _lines_lock = threading.Lock()
+# One encoder for every line: json.dumps with options builds a new encoder on each call.
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
 
 
 def write_event(logger: str, event: str, fields: dict[str, Any]) -> None:
@@ -67,16 +69,12 @@ def write_event(logger: str, event: str, fields: dict[str, Any]) -> None:
     objects, attribute scans) makes each one several times cheaper. The line is flushed at once,
     so an audit event is out before the response is.
     """
-    line = json.dumps(
-        {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "level": "info",
-            "logger": logger,
-            "event": event,
-            **fields,
-        },
-        default=str,
-        separators=(",", ":"),
+    # An event that carries its own time (audit events: when the attempt began) keeps it.
+    now = (
+        fields["time"] if "time" in fields else datetime.now(UTC).isoformat(timespec="milliseconds")
+    )
+    line = _ENCODER.encode(
+        {"time": now, "level": "info", "logger": logger, "event": event, **fields}
     )
     data = (line + "\n").encode("utf-8")
     stream = sys.stdout

@@ -50,6 +50,7 @@ def gunicorn(
     *,
     workers: int = 2,
     threads: int = 4,
+    worker_class: str = "gthread",
     ready_path: str = "/healthz",
 ) -> Iterator[Service]:
     """Run `gunicorn app` on a free loopback port until the block ends."""
@@ -58,7 +59,7 @@ def gunicorn(
     stdout, stderr = logs / f"{name}.out", logs / f"{name}.err"
     command = [
         sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:0", "--workers", str(workers),
-        "--threads", str(threads), "--worker-class", "gthread", "--graceful-timeout", "2", app,
+        "--threads", str(threads), "--worker-class", worker_class, "--graceful-timeout", "2", app,
     ]  # fmt: skip
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(command, env=base_environment(env), stdout=out, stderr=err)
