@@ -121,7 +121,11 @@ def hello_world(workers: int = WORKERS) -> Iterator[Service]:
     with tempfile.TemporaryDirectory(prefix="hello-bench-") as workdir:
         env = {"PYTHONPATH": str(ROOT / "bench")}
         with gunicorn(
-            "hello:create_app()", env, Path(workdir), workers=workers, threads=THREADS,
+            "hello:create_app()",
+            env,
+            Path(workdir),
+            workers=workers,
+            threads=THREADS,
             worker_class=WORKER_CLASS,
         ) as service:
             yield service
