@@ -42,6 +42,7 @@ logging.getLogger("werkzeug").setLevel(logging.ERROR)
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 THREADS = int(os.environ.get("BENCH_THREADS", "4"))
 WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "gthread")
+REUSE_PORT = os.environ.get("BENCH_REUSE_PORT", "1") == "1"
 
 
 @dataclass
@@ -100,6 +101,7 @@ def local_kamus(extra_env: dict[str, str] | None = None, workers: int = WORKERS)
                 workers=workers,
                 threads=THREADS,
                 worker_class=WORKER_CLASS,
+                reuse_port=REUSE_PORT,
             )
         )
         decryptor = stack.enter_context(
@@ -110,6 +112,7 @@ def local_kamus(extra_env: dict[str, str] | None = None, workers: int = WORKERS)
                 workers=workers,
                 threads=THREADS,
                 worker_class=WORKER_CLASS,
+                reuse_port=REUSE_PORT,
             )
         )
         yield Kamus(authority, url, encryptor, decryptor, workdir)
@@ -127,6 +130,7 @@ def hello_world(workers: int = WORKERS) -> Iterator[Service]:
             workers=workers,
             threads=THREADS,
             worker_class=WORKER_CLASS,
+            reuse_port=REUSE_PORT,
         ) as service:
             yield service
 

@@ -12,7 +12,6 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from kamus_decryptor.auditfile import AuditFile, AuditWriteError
@@ -21,16 +20,12 @@ from kamus_kms.ciphertext import Ciphertext
 from kamus_kms.errors import KamusError, UnavailableError
 from kamus_kms.legacy import PROVIDER_NAME as LEGACY_PROVIDER
 from kamus_kms.legacy import LegacyCiphertext
-from kamus_service.logs import write_event
+from kamus_service.logs import timestamp, write_event
 
 _MAX_USER_AGENT = 256
 # Fingerprints of recent short ciphertexts: the pods of one deployment send the same ones.
 _FINGERPRINT_CACHE_TEXTS = 4096
 _FINGERPRINT_CACHE_MAX_CHARS = 4096
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -45,7 +40,7 @@ class AuditEvent:
     reason: str = "internal_error"
     caller: dict[str, str | None] | None = None
     items: list[dict[str, Any]] = field(default_factory=list)
-    time: str = field(default_factory=_now)
+    time: str = field(default_factory=timestamp)
 
     def set_caller(self, caller: Caller) -> None:
         """Record who the token proved the caller to be."""

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +56,22 @@ def configure_logging(level: str) -> None:
         logger.addHandler(StdoutHandler())
     # Audit events are records, not diagnostics: KAMUS_LOG_LEVEL must never silence them.
     logging.getLogger("kamus.audit").setLevel(logging.INFO)
+
+
+# The formatted second of the last timestamp: most lines of a busy second share it.
+# (A one-item list holding a tuple, so a reader never sees one second's number with another's text.)
+_second: list[tuple[int, str]] = [(-1, "")]
+
+
+def timestamp() -> str:
+    """Now, as ISO 8601 UTC with milliseconds (2026-11-27T08:46:47.123+00:00)."""
+    # Whole microseconds first, rounded as datetime rounds them, then cut to milliseconds.
+    whole, micros = divmod(round(time.time() * 1_000_000), 1_000_000)
+    cached = _second[0]
+    if cached[0] != whole:
+        cached = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+        _second[0] = cached
+    return f"{cached[1]}.{micros // 1000:03d}+00:00"
 
 
 _lines_lock = threading.Lock()

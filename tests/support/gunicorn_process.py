@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,20 +52,29 @@ def gunicorn(
     workers: int = 2,
     threads: int = 4,
     worker_class: str = "gthread",
+    reuse_port: bool = False,
     ready_path: str = "/healthz",
 ) -> Iterator[Service]:
-    """Run `gunicorn app` on a free loopback port until the block ends."""
+    """Run `gunicorn app` on a free loopback port until the block ends.
+
+    With `reuse_port`, every worker listens on a socket of its own (SO_REUSEPORT) and the kernel
+    spreads connections over them; the port is then chosen here, as each worker binding port 0
+    would get a different one.
+    """
     logs.mkdir(parents=True, exist_ok=True)
     name = app.split(":", maxsplit=1)[0]
     stdout, stderr = logs / f"{name}.out", logs / f"{name}.err"
+    port = _free_port() if reuse_port else 0
     command = [
-        sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:0", "--workers", str(workers),
-        "--threads", str(threads), "--worker-class", worker_class, "--graceful-timeout", "2", app,
+        sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+        "--threads", str(threads), "--worker-class", worker_class, "--graceful-timeout", "2",
+        *(["--reuse-port"] if reuse_port else []), app,
     ]  # fmt: skip
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(command, env=base_environment(env), stdout=out, stderr=err)
     try:
-        service = Service(_wait_for_url(process, stderr), stdout, stderr, process)
+        url = f"http://127.0.0.1:{port}" if port else _wait_for_url(process, stderr)
+        service = Service(url, stdout, stderr, process)
         _wait_until_serving(service, ready_path)
         yield service
     finally:
@@ -74,6 +84,12 @@ def gunicorn(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _wait_for_url(process: subprocess.Popen[bytes], stderr: Path) -> str:
