@@ -45,6 +45,7 @@ from kamus_service.webapp import REQUEST_ID, new_app
 routes = Blueprint("decryptor", __name__)
 Parsed = Ciphertext | LegacyCiphertext
 _MAX_ITEM_NAME = 253
+_TEXT = "text/plain; charset=utf-8"
 
 
 def _bearer_token(current: Request) -> str | None:
@@ -198,7 +199,7 @@ def decrypt() -> Response:
         caller = decryptor.authenticate(event, token)
         text = require_text(read_json_object(current), "data")
         plaintext = decryptor.open_all(event, caller, {"data": text})["data"]
-    return Response(plaintext, mimetype="text/plain")
+    return Response(plaintext, content_type=_TEXT)
 
 
 @routes.post("/api/v1/decrypt/batch")
@@ -224,7 +225,7 @@ def rewrap() -> Response:
         # caller's own scope (the only one it could open), under the provider's current key.
         plaintext = decryptor.open_bytes(ciphertext, caller)
         rewrapped = decryptor.sealer.seal(plaintext, caller.scope)
-    return Response(rewrapped, mimetype="text/plain")
+    return Response(rewrapped, content_type=_TEXT)
 
 
 def _batch_items(body: dict[str, Any], limit: int) -> dict[str, str]:

@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Request, Response, jsonify, request
+from flask.sessions import NullSession, SessionInterface, SessionMixin
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -77,6 +78,18 @@ class HttpMetrics:
         timer.observe(seconds)
 
 
+class _NoSessions(SessionInterface):
+    """Sessions are refused (NullSession raises on any write), at no cost per request."""
+
+    _null = NullSession()
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        return self._null
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        return
+
+
 class RequestPlumbing:
     """WSGI layer around the Flask app: request id, common headers, metrics, the request line.
 
@@ -104,10 +117,13 @@ class RequestPlumbing:
         return self._routes
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        supplied = environ.get("HTTP_X_REQUEST_ID", "")
-        # A correlation id, not a secret: the process's PRNG (reseeded in each forked worker)
-        # is enough and costs no system call.
-        rid = supplied if _REQUEST_ID.fullmatch(supplied) else f"{random.getrandbits(128):032x}"
+        supplied = environ.get("HTTP_X_REQUEST_ID")
+        if supplied is not None and _REQUEST_ID.fullmatch(supplied):
+            rid = supplied
+        else:
+            # A correlation id, not a secret: the process's PRNG (reseeded in each forked
+            # worker) is enough and costs no system call.
+            rid = f"{random.getrandbits(128):032x}"
         environ[REQUEST_ID] = rid
         started = time.perf_counter()
 
@@ -123,7 +139,7 @@ class RequestPlumbing:
 
     def _account(self, environ: WSGIEnvironment, status: str, elapsed: float) -> None:
         path = environ.get("PATH_INFO", "")
-        route = path if path in self.routes else "unmatched"
+        route = path if path in (self._routes or self.routes) else "unmatched"
         method = environ.get("REQUEST_METHOD", "")
         self.metrics.observe(route, method if method in _METHODS else "other", status, elapsed)
         # Only the route and outcome: bodies, headers and query strings may hold secrets.
@@ -152,6 +168,9 @@ def new_app(
 ) -> Flask:
     """A Flask app with the routes and plumbing every Kamus service has."""
     app = Flask(name)
+    # Kamus services keep no sessions: every request gets the same read-only null session
+    # instead of a signing check and a fresh object.
+    app.session_interface = _NoSessions()
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.wsgi_app = RequestPlumbing(  # type: ignore[method-assign]

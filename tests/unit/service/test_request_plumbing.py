@@ -85,7 +85,7 @@ def test_metric_labels_stay_bounded_whatever_clients_send(
 def test_timestamps_are_iso_8601_utc_with_milliseconds(
     moment: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(logs.time, "time", lambda: moment)
+    monkeypatch.setattr("kamus_service.logs.time.time", lambda: moment)
     expected = datetime.fromtimestamp(moment, UTC)
     expected = expected.replace(microsecond=expected.microsecond // 1000 * 1000)
     assert datetime.fromisoformat(logs.timestamp()) == expected
