@@ -23,9 +23,9 @@ from kamus_kms.legacy import LegacyCiphertext
 from kamus_service.logs import timestamp, write_event
 
 _MAX_USER_AGENT = 256
-# Fingerprints of recent short ciphertexts: the pods of one deployment send the same ones.
-_FINGERPRINT_CACHE_TEXTS = 4096
-_FINGERPRINT_CACHE_MAX_CHARS = 4096
+# Bounds of the cache of ciphertext descriptions (AuditTrail.record_item).
+_DESCRIBED_TEXTS = 4096
+_DESCRIBED_MAX_CHARS = 4096
 
 
 @dataclass
@@ -80,38 +80,44 @@ class AuditTrail:
         self._file = file
         self._fail_closed = fail_closed
         self._log = logging.getLogger("kamus.audit")
-        self._fingerprints: dict[str, str] = {}
+        # What the audit says about recent short ciphertexts (all of it derived from the text
+        # alone): the pods of one deployment send the same ones again and again.
+        self._described: dict[str, dict[str, str]] = {}
 
     def fingerprint(self, text: str) -> str:
         """Keyed fingerprint of a ciphertext text (HMAC-SHA256, 128 bits shown)."""
-        known = self._fingerprints.get(text)
-        if known is not None:
-            return known
         digest = hmac.digest(self._key, text.strip().encode("utf-8", "replace"), "sha256")
-        fingerprint = digest[:16].hex()
-        if len(text) <= _FINGERPRINT_CACHE_MAX_CHARS:
-            if len(self._fingerprints) >= _FINGERPRINT_CACHE_TEXTS:
-                self._fingerprints.clear()  # simple and bounded; refilled by the next requests
-            self._fingerprints[text] = fingerprint
-        return fingerprint
+        return digest[:16].hex()
 
     def record_item(
         self, event: AuditEvent, text: str, ciphertext: Ciphertext | LegacyCiphertext | None,
         name: str,
     ) -> None:  # fmt: skip
         """Add one ciphertext (parsed when it could be) to the event."""
-        item: dict[str, Any] = {"name": name[:253], "fingerprint": self.fingerprint(text)}
+        described = self._described.get(text)
+        if described is None:
+            described = self._describe(text, ciphertext)
+            if len(text) <= _DESCRIBED_MAX_CHARS:
+                if len(self._described) >= _DESCRIBED_TEXTS:
+                    self._described.clear()  # simple and bounded; the next requests refill it
+                self._described[text] = described
+        event.items.append({"name": name[:253], **described})
+
+    def _describe(
+        self, text: str, ciphertext: Ciphertext | LegacyCiphertext | None
+    ) -> dict[str, str]:
+        described = {"fingerprint": self.fingerprint(text)}
         if isinstance(ciphertext, LegacyCiphertext):
             # An original Kamus text names no scope: it is opened for the caller's own.
-            item["provider"] = LEGACY_PROVIDER
+            described["provider"] = LEGACY_PROVIDER
         elif ciphertext is not None:
-            item.update(
+            described.update(
                 namespace=ciphertext.scope.namespace,
                 service_account=ciphertext.scope.service_account,
                 provider=ciphertext.provider,
                 key_id=ciphertext.key_id,
             )
-        event.items.append(item)
+        return described
 
     @contextmanager
     def attempt(

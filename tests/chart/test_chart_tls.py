@@ -95,6 +95,10 @@ def test_gunicorn_serves_the_certificate_of_the_mounted_secret(
         assert settings.keyfile == f"{TLS_DIR}/tls.key"
         assert settings.bind == ["0.0.0.0:8080"]
         assert settings.worker_class_str == "gthread"
+        # Each worker accepts on a socket of its own, so connections spread over the workers
+        # (docs/PERFORMANCE.md); no admin control socket in the container.
+        assert settings.reuse_port is True
+        assert settings.control_socket_disable is True
         spec = pod_spec(deployment)
         (container,) = spec["containers"]
         volumes = {v["name"]: v for v in spec["volumes"]}

@@ -68,7 +68,8 @@ def gunicorn(
     command = [
         sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
         "--threads", str(threads), "--worker-class", worker_class, "--graceful-timeout", "2",
-        *(["--reuse-port"] if reuse_port else []), app,
+        # gunicorn's control socket is one path per user: parallel services would share it.
+        "--no-control-socket", *(["--reuse-port"] if reuse_port else []), app,
     ]  # fmt: skip
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(command, env=base_environment(env), stdout=out, stderr=err)

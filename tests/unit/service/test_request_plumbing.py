@@ -41,14 +41,17 @@ def test_each_request_is_one_line_with_its_route_status_and_id(
     missing = client.get("/no/such/route?token=abc")
     wrong_method = client.open("/api/v1/encrypt", method="BREW")
     (first, second, third) = _request_lines(capsys.readouterr().out)
-    assert first["route"] == "/healthz" and first["status"] == 200
+    assert first["route"] == "/healthz"
+    assert first["status"] == 200
     assert first["request_id"] == "trace-1" == ok.headers["X-Request-Id"]
     # Unknown paths are one label, and nothing of the query string is kept.
-    assert second["route"] == "unmatched" and second["status"] == 404
+    assert second["route"] == "unmatched"
+    assert second["status"] == 404
     assert "abc" not in json.dumps(second)
     assert missing.headers["X-Request-Id"] == second["request_id"]
     assert len(str(second["request_id"])) == 32
-    assert third["status"] == 405 and third["method"] == "BREW"
+    assert third["status"] == 405
+    assert third["method"] == "BREW"
     assert wrong_method.headers["Cache-Control"] == "no-store"
     assert wrong_method.headers["X-Content-Type-Options"] == "nosniff"
 
