@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, Flask, Request, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, Counter
 
-from kamus_decryptor.audit import AuditEvent, AuditTrail
+from kamus_decryptor.audit import AuditedAttempt, AuditEvent, AuditTrail
 from kamus_decryptor.auditfile import AuditFile
 from kamus_decryptor.jwks import OfflineTokenCheck, PrecheckedTokenReviewer
 from kamus_decryptor.openapi import OPENAPI
@@ -93,37 +91,25 @@ class Decryptor:
             registry=registry,
         )  # fmt: skip
 
-    @contextmanager
-    def attempt(self, action: str, current: Request, token: str | None) -> Iterator[AuditEvent]:
-        """One audited, rate-limited, counted attempt; yields its audit event."""
+    def attempt(self, action: str, current: Request, token: str | None) -> _Attempt:
+        """`with decryptor.attempt(...) as event:` one audited, rate-limited, counted attempt."""
         environ = current.environ
         source = environ.get("REMOTE_ADDR") or "unknown"
         keys = (f"source:{source}", f"token:{token_key(token)}" if token else None)
-        try:
-            with self.audit.attempt(
-                action, environ.get(REQUEST_ID, ""), source, environ.get("HTTP_USER_AGENT")
-            ) as event:
-                self.limiter.check(*keys)
-                try:
-                    yield event
-                except RateLimitedError:
-                    raise
-                except RequestError:
-                    self.limiter.record_failure(*keys)
-                    raise
-        except KamusError as exc:
-            self._outcome(action, exc.code).inc()
-            raise
-        self._outcome(action, "ok").inc()
+        audited = self.audit.attempt(
+            action, environ.get(REQUEST_ID, ""), source, environ.get("HTTP_USER_AGENT")
+        )
+        return _Attempt(self, action, keys, audited)
 
-    def _outcome(self, action: str, reason: str) -> Any:
+    def count(self, action: str, reason: str) -> None:
+        """Count one attempt's outcome."""
         # Children by label values, found once: actions and reason codes are a fixed set.
         child = self._outcomes.get((action, reason))
         if child is None:
             child = self._outcomes.setdefault(
                 (action, reason), self.outcomes.labels(action, reason)
             )
-        return child
+        child.inc()
 
     def authenticate(self, event: AuditEvent, token: str | None) -> Caller:
         """The verified caller of this request, recorded in the audit event."""
@@ -177,6 +163,53 @@ class Decryptor:
             self.legacy_opened.inc()
             return self.legacy.open(ciphertext, caller.scope)
         return self.sealer.open_parsed(ciphertext, caller.scope).plaintext
+
+
+class _Attempt:
+    """The context of Decryptor.attempt: the rate limit is checked on entry; on exit failed
+    requests (400, 401, 403, not 429) count against it, the audit event is emitted and the
+    outcome counted.
+
+    A class rather than a generator-based context manager: it runs on every decrypt.
+    """
+
+    __slots__ = ("_action", "_audited", "_decryptor", "_keys")
+
+    def __init__(
+        self,
+        decryptor: Decryptor,
+        action: str,
+        keys: tuple[str | None, ...],
+        audited: AuditedAttempt,
+    ) -> None:
+        self._decryptor = decryptor
+        self._action = action
+        self._keys = keys
+        self._audited = audited
+
+    def __enter__(self) -> AuditEvent:
+        event = self._audited.__enter__()
+        try:
+            self._decryptor.limiter.check(*self._keys)
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return event
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
+        decryptor = self._decryptor
+        if isinstance(exc, RequestError) and not isinstance(exc, RateLimitedError):
+            decryptor.limiter.record_failure(*self._keys)
+        try:
+            self._audited.__exit__(exc_type, exc, traceback)
+        except KamusError as failed:
+            # An allowed attempt whose audit record could not be kept: it fails after all.
+            decryptor.count(self._action, failed.code)
+            raise
+        if exc is None:
+            decryptor.count(self._action, "ok")
+        elif isinstance(exc, KamusError):
+            decryptor.count(self._action, exc.code)
 
 
 def _text(plaintext: bytes) -> str:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +76,7 @@ class AuditTrail:
     ) -> None:
         self._key = fingerprint_key
         self._file = file
-        self._fail_closed = fail_closed
+        self.fail_closed = fail_closed
         self._log = logging.getLogger("kamus.audit")
         # What the audit says about recent short ciphertexts (all of it derived from the text
         # alone): the pods of one deployment send the same ones again and again.
@@ -119,29 +117,15 @@ class AuditTrail:
             )
         return described
 
-    @contextmanager
     def attempt(
         self, action: str, request_id: str, source_ip: str | None, user_agent: str | None
-    ) -> Iterator[AuditEvent]:
-        """Yield the event of one attempt and emit it exactly once, however the attempt ends."""
+    ) -> AuditedAttempt:
+        """The event of one attempt, emitted exactly once however the attempt ends."""
         event = AuditEvent(action, request_id, source_ip, (user_agent or "")[:_MAX_USER_AGENT])
-        try:
-            yield event
-        except UnavailableError as exc:
-            event.outcome, event.reason = "unavailable", exc.code
-            self._emit(event, required=False)
-            raise
-        except KamusError as exc:
-            event.outcome, event.reason = "denied", exc.code
-            self._emit(event, required=False)
-            raise
-        except BaseException:
-            self._emit(event, required=False)
-            raise
-        event.outcome, event.reason = "allowed", "ok"
-        self._emit(event, required=self._fail_closed)
+        return AuditedAttempt(self, event)
 
-    def _emit(self, event: AuditEvent, *, required: bool) -> None:
+    def emit(self, event: AuditEvent, *, required: bool) -> None:
+        """Write the event; with `required`, raise AuditWriteError when the file refuses it."""
         fields = event.as_fields()
         if self._file is not None:
             try:
@@ -157,3 +141,32 @@ class AuditTrail:
                 # the file against, so deleting its tail is detected too.
                 fields |= {"seq": record["seq"], "mac": record["mac"]}
         write_event("kamus.audit", "audit", fields)
+
+
+class AuditedAttempt:
+    """`with trail.attempt(...) as event:` emits the event when the block ends, allowed when it
+    ends normally, denied or unavailable by the Kamus error that ended it.
+
+    A class rather than a generator-based context manager: it runs on every decrypt.
+    """
+
+    __slots__ = ("_trail", "event")
+
+    def __init__(self, trail: AuditTrail, event: AuditEvent) -> None:
+        self._trail = trail
+        self.event = event
+
+    def __enter__(self) -> AuditEvent:
+        return self.event
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
+        event = self.event
+        if exc is None:
+            event.outcome, event.reason = "allowed", "ok"
+            self._trail.emit(event, required=self._trail.fail_closed)
+            return
+        if isinstance(exc, UnavailableError):
+            event.outcome, event.reason = "unavailable", exc.code
+        elif isinstance(exc, KamusError):
+            event.outcome, event.reason = "denied", exc.code
+        self._trail.emit(event, required=False)

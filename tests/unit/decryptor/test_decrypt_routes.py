@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from prometheus_client import CollectorRegistry
 from reviewer_double import StaticReviewer
 
 from kamus_decryptor import create_app
@@ -320,3 +321,29 @@ def test_rewrap_turns_a_legacy_ciphertext_into_v1_for_the_callers_scope(
     text = response.get_data(as_text=True)
     assert text.startswith("kamus:v1:local:team-a:app:")
     assert Sealer(LocalKeyringProvider(keyring)).open(text, team_a_app).plaintext == b"hello"
+
+
+def test_every_attempt_is_counted_by_outcome_and_a_limited_one_is_audited(
+    keyring: Keyring,
+    reviewer: StaticReviewer,
+    ciphertext: str,
+    audit_events: Callable[[], list[dict[str, Any]]],
+) -> None:
+    registry = CollectorRegistry()
+    settings = Settings(service="decryptor", keyring=keyring.to_json(), audit_key=b"k" * 32,
+                        rate_limit_failures_per_minute=1)  # fmt: skip
+    client = create_app(settings, reviewer=reviewer, registry=registry).test_client()
+    for token in (TOKEN_A, "token-team_b-app", "token-team_b-app"):
+        client.post("/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer(token))
+
+    def counted(reason: str) -> float | None:
+        labels = {"action": "decrypt", "reason": reason}
+        return registry.get_sample_value("kamus_decrypt_total", labels)
+
+    assert (counted("ok"), counted("scope_mismatch"), counted("rate_limited")) == (1, 1, 1)
+    outcomes = [(event["outcome"], event["reason"]) for event in audit_events()]
+    assert outcomes == [
+        ("allowed", "ok"),
+        ("denied", "scope_mismatch"),
+        ("denied", "rate_limited"),
+    ]
