@@ -9,6 +9,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from kamus_kms.scope import Scope
 
 
@@ -48,6 +50,15 @@ class KeyProvider(ABC):
         Raises InvalidCiphertextError when the key is unknown, retired or refuses the wrapped key,
         and UnavailableError when the backend cannot answer.
         """
+
+    def aead(self, key: bytes) -> AESGCM:
+        """The AES-GCM object the sealer uses with a data key of this provider.
+
+        Setting one up costs more than sealing or opening a short secret with it. Only a provider
+        whose keys stay in memory anyway may keep them; a fresh one each time is the default, so
+        that no data key outlives its cache entry in a provider's own cache.
+        """
+        return AESGCM(key)
 
     def check_ready(self) -> None:
         """Raise UnavailableError when the backend cannot serve requests now."""

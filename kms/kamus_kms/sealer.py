@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kamus_kms.ciphertext import NONCE_BYTES, Ciphertext, header_text
 from kamus_kms.errors import InvalidCiphertextError, PayloadTooLargeError, ScopeMismatchError
@@ -63,7 +62,9 @@ class Sealer:
         aad = header_text(self.provider.name, scope, key_id).encode("ascii") + self._cluster_suffix
         data_key = self.provider.new_data_key(scope, key_id, aad)
         nonce = self._random(NONCE_BYTES)
-        sealed = AESGCM(data_key.key).encrypt(nonce, pad(plaintext, self.padding_bucket), aad)
+        sealed = self.provider.aead(data_key.key).encrypt(
+            nonce, pad(plaintext, self.padding_bucket), aad
+        )
         return Ciphertext(
             self.provider.name, scope, key_id, data_key.wrapped, nonce, sealed
         ).encode()
@@ -90,7 +91,7 @@ class Sealer:
             ciphertext.scope, ciphertext.key_id, ciphertext.wrapped_key, aad
         )
         try:
-            padded = AESGCM(key).decrypt(ciphertext.nonce, ciphertext.sealed, aad)
+            padded = self.provider.aead(key).decrypt(ciphertext.nonce, ciphertext.sealed, aad)
         except InvalidTag as exc:
             raise InvalidCiphertextError from exc
         return Opened(unpad(padded), ciphertext)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from kamus_kms.errors import InvalidCiphertextError
@@ -28,10 +29,7 @@ class LocalKeyringProvider(KeyProvider):
     name = NAME
 
     def __init__(self, keyring: Keyring) -> None:
-        self._keyring = keyring
-        # HKDF is a third of the cost of opening a ciphertext; scope keys are as secret as the
-        # master keys already in this process, so keeping recent ones costs nothing in exposure.
-        self._scope_keys: dict[tuple[bytes, Scope], bytes] = {}
+        self.keyring = keyring
 
     @property
     def keyring(self) -> Keyring:
@@ -41,7 +39,20 @@ class LocalKeyringProvider(KeyProvider):
     @keyring.setter
     def keyring(self, keyring: Keyring) -> None:
         self._keyring = keyring
-        self._scope_keys = {}
+        self._versions = {version.id: version for version in keyring.versions}
+        # HKDF is a third of the cost of opening a ciphertext, and setting up AES-GCM for a key
+        # costs more than using it. Scope keys are as secret as the master keys already in this
+        # process, so keeping recent ones costs nothing in exposure; a new keyring drops them.
+        self._scope_keys: dict[tuple[bytes, Scope], bytes] = {}
+        self._aeads: dict[bytes, AESGCM] = {}
+
+    def aead(self, key: bytes) -> AESGCM:
+        aead = self._aeads.get(key)
+        if aead is None:
+            if len(self._aeads) >= _CACHE_SIZE:
+                self._aeads = {}
+            aead = self._aeads[key] = AESGCM(key)
+        return aead
 
     def _scope_key(self, master: bytes, scope: Scope) -> bytes:
         key = self._scope_keys.get((master, scope))
@@ -55,7 +66,7 @@ class LocalKeyringProvider(KeyProvider):
         return self._keyring.active.id
 
     def new_data_key(self, scope: Scope, key_id: str, associated_data: bytes) -> DataKey:
-        version = self._keyring.get(key_id)
+        version = self._versions.get(key_id)
         if version is None:
             raise InvalidCiphertextError
         return DataKey(self._scope_key(version.secret, scope))
@@ -63,7 +74,7 @@ class LocalKeyringProvider(KeyProvider):
     def recover_data_key(
         self, scope: Scope, key_id: str, wrapped: bytes, associated_data: bytes
     ) -> bytes:
-        version = self._keyring.get(key_id)
+        version = self._versions.get(key_id)
         if version is None or not version.can_decrypt or wrapped:
             raise InvalidCiphertextError
         return self._scope_key(version.secret, scope)

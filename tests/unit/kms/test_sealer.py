@@ -109,6 +109,21 @@ def test_a_retired_key_opens_nothing(keyring: Keyring, team_a_app: Scope) -> Non
         Sealer(LocalKeyringProvider(retired)).open(old_text, team_a_app)
 
 
+def test_a_key_retired_in_a_running_provider_opens_nothing_it_opened_before(
+    keyring: Keyring, team_a_app: Scope
+) -> None:
+    # The provider keeps derived keys and AES-GCM objects for speed: a new keyring drops them.
+    provider = LocalKeyringProvider(keyring)
+    sealer = Sealer(provider)
+    old_text = sealer.seal(b"before", team_a_app)
+    assert sealer.open(old_text, team_a_app).plaintext == b"before"
+    provider.keyring = keyring.rotate().retire("k1")
+    with pytest.raises(InvalidCiphertextError):
+        sealer.open(old_text, team_a_app)
+    new_text = sealer.seal(b"after", team_a_app)
+    assert sealer.open(new_text, team_a_app).plaintext == b"after"
+
+
 def test_another_keyring_cannot_open_a_ciphertext(sealer: Sealer, team_a_app: Scope) -> None:
     text = sealer.seal(b"secret", team_a_app)
     with pytest.raises(InvalidCiphertextError):
