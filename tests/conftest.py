@@ -7,12 +7,18 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
+from hypothesis import settings
 from kms_backend import Backend
 
 from kamus_kms.keyring import Keyring
 from kamus_kms.providers.local import LocalKeyringProvider
 from kamus_kms.scope import Scope
 from kamus_kms.sealer import Sealer
+
+# Property tests assert behaviour, not speed: a slow first example on a busy 2-core machine must
+# not fail them (hypothesis' default 200 ms deadline did, once). Speed lives in bench/.
+settings.register_profile("kamus", deadline=None)
+settings.load_profile("kamus")
 
 
 @pytest.fixture
