@@ -45,20 +45,31 @@ class Caller:
     uid: str
     extra: dict[str, list[str]] = field(default_factory=dict)
 
+    # What the audit records of this caller, worked out once: a cached review answers many
+    # requests with the same Caller.
+    _audit: dict[str, str | None] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "_audit",
+            {
+                "username": self.username,
+                "uid": self.uid,
+                "pod": self._first(_EXTRA_POD_NAME),
+                "pod_uid": self._first(_EXTRA_POD_UID),
+                "node": self._first(_EXTRA_NODE_NAME),
+                "credential_id": self._first(_EXTRA_CREDENTIAL_ID),
+            },
+        )
+
     def _first(self, key: str) -> str | None:
         values = self.extra.get(key) or []
         return values[0] if values else None
 
     def audit_fields(self) -> dict[str, str | None]:
         """Who called, for the audit record (no token material)."""
-        return {
-            "username": self.username,
-            "uid": self.uid,
-            "pod": self._first(_EXTRA_POD_NAME),
-            "pod_uid": self._first(_EXTRA_POD_UID),
-            "node": self._first(_EXTRA_NODE_NAME),
-            "credential_id": self._first(_EXTRA_CREDENTIAL_ID),
-        }
+        return dict(self._audit)
 
 
 class TokenReviewer(Protocol):
