@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Request, Response, jsonify, request
+from flask import Flask, Request, Response, jsonify
 from flask.sessions import NullSession, SessionInterface, SessionMixin
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -32,16 +32,11 @@ log = logging.getLogger("kamus.http")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Methods outside this set are counted as "other": a client must not grow the label set.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# Where the routes find the request id the plumbing gave this request.
+# The environ key under which routes find this request's id (the client's X-Request-Id when
+# well-formed, else a new one).
 REQUEST_ID = "kamus.request_id"
 
 ReadinessCheck = Callable[[], None]
-
-
-def request_id() -> str:
-    """The id of the current request (the client's X-Request-Id when well-formed)."""
-    value: str = request.environ.get(REQUEST_ID, "")
-    return value
 
 
 class HttpMetrics:
