@@ -12,7 +12,7 @@ from kamus_decryptor.auditfile import AuditFile
 from kamus_decryptor.jwks import OfflineTokenCheck, PrecheckedTokenReviewer
 from kamus_decryptor.openapi import OPENAPI
 from kamus_decryptor.ratelimit import FailureLimiter
-from kamus_decryptor.tokencache import CachingTokenReviewer, token_key
+from kamus_decryptor.tokencache import CachingTokenReviewer, forget_token_key, token_key
 from kamus_decryptor.tokenreview import (
     Caller,
     KubernetesTokenReviewer,
@@ -197,6 +197,7 @@ class _Attempt:
         return event
 
     def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
+        forget_token_key()  # no raw token stays referenced after its request
         decryptor = self._decryptor
         if isinstance(exc, RequestError) and not isinstance(exc, RateLimitedError):
             decryptor.limiter.record_failure(*self._keys)

@@ -36,8 +36,9 @@ _last = _LastKey()
 def token_key(token: str) -> str:
     """The cache and rate-limit key of a token: its SHA-256, so the token itself is never kept.
 
-    A request asks for the key of its one token several times (rate limit, review cache); each
-    thread remembers the last answer for that same string object, until its next request.
+    A request asks for the key of its one token several times (rate limit, review cache): the
+    thread remembers the answer for that same string object until forget_token_key(), which the
+    decryptor calls when the request's attempt ends.
     """
     last = _last
     if last.token is token:
@@ -45,6 +46,11 @@ def token_key(token: str) -> str:
     key = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
     last.token, last.key = token, key
     return key
+
+
+def forget_token_key() -> None:
+    """Drop this thread's remembered token (its request is over)."""
+    _last.token, _last.key = None, ""
 
 
 def token_expiry(token: str) -> float | None:

@@ -280,3 +280,16 @@ def test_schema_rejects_invalid_tls_values(
 ) -> None:
     with pytest.raises(helm.HelmValuesError, match=where):
         render({**EXISTING_KEYS, **values})
+
+
+def test_reuse_port_can_be_turned_off_per_service(render: Render, case_values: Values) -> None:
+    values = case_values("default")
+    values["decryptor"] = {"gunicorn": {"reusePort": False}}
+    deployments = by_component(objects(render(values)), "Deployment")
+    decryptor = gunicorn_settings(gunicorn_args(deployments["decryptor"]))
+    encryptor = gunicorn_settings(gunicorn_args(deployments["encryptor"]))
+    assert decryptor.reuse_port is False
+    assert encryptor.reuse_port is True
+    # Workers, threads and the rest stay as they were; the control socket stays off.
+    assert (decryptor.workers, decryptor.threads, decryptor.timeout) == (2, 4, 30)
+    assert decryptor.control_socket_disable is True

@@ -224,7 +224,10 @@ components need it. Only files the configuration uses are listed.
 {{- define "kamus.env" -}}
 {{- $v := .root.Values -}}
 {{- $c := index $v .component -}}
-{{- $gunicorn := printf "--bind=0.0.0.0:8080 --workers=%d --threads=%d --worker-class=gthread --timeout=%d --graceful-timeout=20 --worker-tmp-dir=/tmp --reuse-port --no-control-socket" (int $c.gunicorn.workers) (int $c.gunicorn.threads) (int $c.gunicorn.timeout) -}}
+{{- $gunicorn := printf "--bind=0.0.0.0:8080 --workers=%d --threads=%d --worker-class=gthread --timeout=%d --graceful-timeout=20 --worker-tmp-dir=/tmp --no-control-socket" (int $c.gunicorn.workers) (int $c.gunicorn.threads) (int $c.gunicorn.timeout) -}}
+{{- if $c.gunicorn.reusePort -}}
+{{- $gunicorn = printf "%s --reuse-port" $gunicorn -}}
+{{- end -}}
 {{- if $v.tls.enabled -}}
 {{- $gunicorn = printf "%s --certfile=%s/tls.crt --keyfile=%s/tls.key" $gunicorn (include "kamus.tlsDir" .root) (include "kamus.tlsDir" .root) -}}
 {{- end -}}

@@ -38,13 +38,15 @@ class LocalKeyringProvider(KeyProvider):
 
     @keyring.setter
     def keyring(self, keyring: Keyring) -> None:
-        self._keyring = keyring
-        self._versions = {version.id: version for version in keyring.versions}
         # HKDF is a third of the cost of opening a ciphertext, and setting up AES-GCM for a key
         # costs more than using it. Scope keys are as secret as the master keys already in this
         # process, so keeping recent ones costs nothing in exposure; a new keyring drops them.
         self._scope_keys: dict[tuple[bytes, Scope], bytes] = {}
         self._aeads: dict[bytes, AESGCM] = {}
+        # The versions before the keyring: a concurrent seal that reads the new active id
+        # finds it (the new keyring still holds every id the old one sealed with).
+        self._versions = {version.id: version for version in keyring.versions}
+        self._keyring = keyring
 
     def aead(self, key: bytes) -> AESGCM:
         aead = self._aeads.get(key)

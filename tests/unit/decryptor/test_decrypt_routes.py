@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
 from reviewer_double import StaticReviewer
 
-from kamus_decryptor import create_app
+from kamus_decryptor import create_app, tokencache
 from kamus_kms.keyring import Keyring
 from kamus_kms.providers.local import LocalKeyringProvider
 from kamus_kms.scope import Scope
@@ -347,3 +347,15 @@ def test_every_attempt_is_counted_by_outcome_and_a_limited_one_is_audited(
         ("denied", "scope_mismatch"),
         ("denied", "rate_limited"),
     ]
+
+
+def test_no_raw_token_stays_referenced_after_its_request(
+    client: FlaskClient, ciphertext: str
+) -> None:
+    # The token is hashed once per request and the hash remembered for that request only.
+    response = client.post("/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer(TOKEN_A))
+    assert response.status_code == 200
+    assert tokencache._last.token is None
+    denied = client.post("/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer("garbage"))
+    assert denied.status_code == 401
+    assert tokencache._last.token is None
