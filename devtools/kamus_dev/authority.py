@@ -16,6 +16,7 @@ Every service account with a valid name exists until :meth:`TokenAuthority.delet
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import secrets
 import threading
@@ -41,6 +42,9 @@ DEFAULT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 DEFAULT_EXPIRATION_SECONDS = 3600
 MIN_EXPIRATION_SECONDS = 600
 _MAX_EXPIRATION_SECONDS = 2**32
+# kube-apiserver caches successful token reviews for about 10 s (shared/KUBERNETES-API.md).
+REVIEW_CACHE_SECONDS = 10.0
+_REVIEW_CACHE_ENTRIES = 10_000
 _GROUP = "authentication.k8s.io"
 _VERSION = f"{_GROUP}/v1"
 _ANONYMOUS = "system:anonymous"
@@ -81,6 +85,7 @@ class TokenAuthority:
         admin_token: str | None = None,
         clock: Callable[[], float] = time.time,
         leeway: float = 0.0,
+        review_cache_seconds: float = REVIEW_CACHE_SECONDS,
     ) -> None:
         self.signing_key = signing_key or generate_signing_key()
         self._signer = TokenSigner(self.signing_key, issuer)
@@ -98,6 +103,10 @@ class TokenAuthority:
         self._generations: dict[tuple[str, str], int] = {}
         self._deleted_service_accounts: set[tuple[str, str]] = set()
         self._deleted_pods: set[tuple[str, str]] = set()
+        # kube-apiserver keeps successful token authentications for ~10 s (failures not at
+        # all): a deleted pod's or service account's token still passes meanwhile.
+        self.review_cache_seconds = review_cache_seconds
+        self._reviewed: dict[tuple[str, tuple[str, ...]], tuple[float, dict[str, Any]]] = {}
 
     @property
     def tokenreview_calls(self) -> int:
@@ -177,8 +186,30 @@ class TokenAuthority:
         return token, expires_at
 
     def review(self, token: str, audiences: Sequence[str] = ()) -> dict[str, Any]:
-        """The ``status`` kube-apiserver gives a TokenReview of ``token`` for ``audiences``."""
+        """The ``status`` kube-apiserver gives a TokenReview of ``token`` for ``audiences``.
+
+        Like kube-apiserver, a success is answered again from a cache for
+        ``review_cache_seconds`` (never past the token's expiry), whatever was deleted meanwhile.
+        """
         targets = list(audiences) or list(self.audiences)
+        key = (token, tuple(targets))
+        now = self.clock()
+        with self._lock:
+            cached = self._reviewed.get(key)
+        if cached is not None and now < cached[0]:
+            return copy.deepcopy(cached[1])
+        status = self._review(token, targets)
+        if status.get("authenticated") and self.review_cache_seconds > 0:
+            claims = self._signer.verify(token)
+            assert claims is not None
+            until = min(now + self.review_cache_seconds, claims.expires_at + self.leeway)
+            with self._lock:
+                if len(self._reviewed) >= _REVIEW_CACHE_ENTRIES:
+                    self._reviewed = {k: v for k, v in self._reviewed.items() if now < v[0]}
+                self._reviewed[key] = (until, copy.deepcopy(status))
+        return status
+
+    def _review(self, token: str, targets: list[str]) -> dict[str, Any]:
         claims = self._signer.verify(token)
         if claims is None:
             return {"user": {}, "error": "invalid bearer token"}

@@ -190,3 +190,61 @@ def test_token_of_a_recreated_service_account_fails_on_the_uid(
         f"[invalid bearer token, service account UID ({new_uid}) does not match claim ({old_uid})]"
     )
     assert review(reviewer, mint("shop", "app", ["kamus"]), ["kamus"]).authenticated is True
+
+
+@pytest.mark.parametrize(
+    ("delete", "error"),
+    [
+        pytest.param(
+            lambda a: a.delete_pod("shop", "app-7d9"),
+            "[invalid bearer token, service account token has been invalidated]",
+            id="deleted-pod",
+        ),
+        pytest.param(
+            lambda a: a.delete_service_account("shop", "app"),
+            '[invalid bearer token, serviceaccounts "app" not found]',
+            id="deleted-service-account",
+        ),
+    ],
+)
+def test_a_success_is_answered_again_for_about_ten_seconds_like_the_api_server(
+    reviewer: Any,
+    authority: TokenAuthority,
+    clock: ManualClock,
+    mint: Callable[..., str],
+    delete: Callable[[TokenAuthority], None],
+    error: str,
+) -> None:
+    token = mint("shop", "app", ["kamus"], pod="app-7d9")
+    assert review(reviewer, token, ["kamus"]).authenticated is True
+    delete(authority)
+    clock.advance(9.9)
+    assert review(reviewer, token, ["kamus"]).authenticated is True
+    clock.advance(0.1)
+    late = review(reviewer, token, ["kamus"])
+    assert late.authenticated is None
+    assert late.error == error
+
+
+def test_a_cached_success_never_outlives_the_token(
+    reviewer: Any, clock: ManualClock, mint: Callable[..., str]
+) -> None:
+    token = mint("shop", "app", ["kamus"], expiration_seconds=600)
+    clock.advance(595)
+    assert review(reviewer, token, ["kamus"]).authenticated is True
+    clock.advance(6)
+    assert review(reviewer, token, ["kamus"]).error == (
+        "[invalid bearer token, service account token has expired]"
+    )
+
+
+def test_failures_are_not_cached(
+    reviewer: Any, clock: ManualClock, mint: Callable[..., str]
+) -> None:
+    token = mint("shop", "app", ["kamus"])
+    clock.advance(-5)
+    early = review(reviewer, token, ["kamus"])
+    assert early.authenticated is None
+    assert early.error == "[invalid bearer token, service account token is not valid yet]"
+    clock.advance(5)
+    assert review(reviewer, token, ["kamus"]).authenticated is True
