@@ -91,15 +91,17 @@ class Decryptor:
             registry=registry,
         )  # fmt: skip
 
-    def attempt(self, action: str, current: Request, token: str | None) -> _Attempt:
-        """`with decryptor.attempt(...) as event:` one audited, rate-limited, counted attempt."""
+    def attempt(self, action: str, current: Request) -> _Attempt:
+        """`with decryptor.attempt(...) as (event, caller):` one audited, rate-limited, counted
+        attempt of an authenticated caller."""
         environ = current.environ
+        token = _bearer_token(current)
         source = environ.get("REMOTE_ADDR") or "unknown"
         keys = (f"source:{source}", f"token:{token_key(token)}" if token else None)
         audited = self.audit.attempt(
             action, environ.get(REQUEST_ID, ""), source, environ.get("HTTP_USER_AGENT")
         )
-        return _Attempt(self, action, keys, audited)
+        return _Attempt(self, action, token, keys, audited)
 
     def count(self, action: str, reason: str) -> None:
         """Count one attempt's outcome."""
@@ -173,30 +175,34 @@ class _Attempt:
     A class rather than a generator-based context manager: it runs on every decrypt.
     """
 
-    __slots__ = ("_action", "_audited", "_decryptor", "_keys")
+    __slots__ = ("_action", "_audited", "_decryptor", "_keys", "_token")
 
     def __init__(
         self,
         decryptor: Decryptor,
         action: str,
+        token: str | None,
         keys: tuple[str | None, ...],
         audited: AuditedAttempt,
     ) -> None:
         self._decryptor = decryptor
         self._action = action
+        self._token = token
         self._keys = keys
         self._audited = audited
 
-    def __enter__(self) -> AuditEvent:
+    def __enter__(self) -> tuple[AuditEvent, Caller]:
         event = self._audited.__enter__()
         try:
             self._decryptor.limiter.check(*self._keys)
+            caller = self._decryptor.authenticate(event, self._token)
         except BaseException as exc:
             self.__exit__(type(exc), exc, exc.__traceback__)
             raise
-        return event
+        return event, caller
 
     def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
+        self._token = None
         forget_token_key()  # no raw token stays referenced after its request
         decryptor = self._decryptor
         if isinstance(exc, RequestError) and not isinstance(exc, RateLimitedError):
@@ -228,9 +234,7 @@ def _decryptor() -> Decryptor:
 @routes.post("/api/v1/decrypt")
 def decrypt() -> Response:
     decryptor, current = _decryptor(), _current_request()
-    token = _bearer_token(current)
-    with decryptor.attempt("decrypt", current, token) as event:
-        caller = decryptor.authenticate(event, token)
+    with decryptor.attempt("decrypt", current) as (event, caller):
         text = require_text(read_json_object(current), "data")
         plaintext = decryptor.open_all(event, caller, {"data": text})["data"]
     return Response(plaintext, content_type=_TEXT)
@@ -239,9 +243,7 @@ def decrypt() -> Response:
 @routes.post("/api/v1/decrypt/batch")
 def decrypt_batch() -> Response:
     decryptor, current = _decryptor(), _current_request()
-    token = _bearer_token(current)
-    with decryptor.attempt("decrypt_batch", current, token) as event:
-        caller = decryptor.authenticate(event, token)
+    with decryptor.attempt("decrypt_batch", current) as (event, caller):
         items = _batch_items(read_json_object(current), decryptor.settings.max_batch_items)
         opened = decryptor.open_all(event, caller, items)
     return jsonify(items=opened)
@@ -250,9 +252,7 @@ def decrypt_batch() -> Response:
 @routes.post("/api/v1/rewrap")
 def rewrap() -> Response:
     decryptor, current = _decryptor(), _current_request()
-    token = _bearer_token(current)
-    with decryptor.attempt("rewrap", current, token) as event:
-        caller = decryptor.authenticate(event, token)
+    with decryptor.attempt("rewrap", current) as (event, caller):
         text = require_text(read_json_object(current), "data")
         ciphertext = decryptor.parse_all(event, {"data": text})["data"]
         # The plaintext exists only inside this call: it is sealed again at once, for the
