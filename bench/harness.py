@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from gunicorn_process import Service, gunicorn  # noqa: E402
+from gunicorn_process import Service, free_port, gunicorn  # noqa: E402
 
 from kamus_dev.authority import TokenAuthority, create_authority_app, serve_in_thread  # noqa: E402
 from kamus_dev.kubeconfig import mint_token, write_kubeconfig  # noqa: E402
@@ -93,28 +92,22 @@ def local_kamus(extra_env: dict[str, str] | None = None, workers: int = WORKERS)
             "KAMUS_RATE_LIMIT_FAILURES_PER_MINUTE": "0",
             **(extra_env or {}),
         }
-        encryptor = stack.enter_context(
-            gunicorn(
-                "kamus_encryptor:create_app()",
-                env,
-                workdir / "logs",
-                workers=workers,
-                threads=THREADS,
-                worker_class=WORKER_CLASS,
-                reuse_port=REUSE_PORT,
+
+        def serve(app: str) -> Service:
+            return stack.enter_context(
+                gunicorn(
+                    app,
+                    env,
+                    workdir / "logs",
+                    workers=workers,
+                    threads=THREADS,
+                    worker_class=WORKER_CLASS,
+                    reuse_port=REUSE_PORT,
+                )
             )
-        )
-        decryptor = stack.enter_context(
-            gunicorn(
-                "kamus_decryptor:create_app()",
-                env,
-                workdir / "logs",
-                workers=workers,
-                threads=THREADS,
-                worker_class=WORKER_CLASS,
-                reuse_port=REUSE_PORT,
-            )
-        )
+
+        encryptor = serve("kamus_encryptor:create_app()")
+        decryptor = serve("kamus_decryptor:create_app()")
         yield Kamus(authority, url, encryptor, decryptor, workdir)
 
 
@@ -133,13 +126,6 @@ def hello_world(workers: int = WORKERS) -> Iterator[Service]:
             reuse_port=REUSE_PORT,
         ) as service:
             yield service
-
-
-def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from gunicorn_process import Service, base_environment
+from gunicorn_process import Service, free_port, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_BIND = "--bind=0.0.0.0:8080"
@@ -30,12 +26,6 @@ def _image_command(component: str) -> tuple[str, list[str]]:
     return args.group(1), json.loads(cmd.group(1))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _listening_sockets(port: int) -> int:
     """How many sockets listen on 127.0.0.1:port (from /proc/net/tcp: 0A is LISTEN)."""
     wanted = f"0100007F:{port:04X}"
@@ -46,64 +36,37 @@ def _listening_sockets(port: int) -> int:
 @pytest.fixture
 def image(
     request: pytest.FixtureRequest, service_env: dict[str, str], tmp_path: Path
-) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
-    """The component's image command on a loopback port: (url, its stderr file, the process)."""
+) -> Iterator[Service]:
+    """The component's image command, serving on a loopback port."""
     component: str = request.param
     args, cmd = _image_command(component)
     assert cmd[0] == "gunicorn"
     assert IMAGE_BIND in args.split()
-    port = _free_port()
-    env = base_environment(
-        {**service_env, "GUNICORN_CMD_ARGS": args.replace(IMAGE_BIND, f"--bind=127.0.0.1:{port}")}
-    )
-    stderr = tmp_path / "stderr"
-    with stderr.open("wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", *cmd[1:]],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            cwd=tmp_path,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        else:
-            pytest.fail(f"the {component} image command did not serve: {stderr.read_text()}")
-        yield url, str(stderr), process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    port = free_port()
+    env = {**service_env, "GUNICORN_CMD_ARGS": args.replace(IMAGE_BIND, f"--bind=127.0.0.1:{port}")}
+    command = [sys.executable, "-m", "gunicorn", *cmd[1:]]
+    with serve(command, env, tmp_path / component, port=port) as service:
+        yield service
 
 
 @pytest.mark.parametrize("image", ["encryptor", "decryptor"], indirect=True)
 def test_the_image_command_serves_with_a_listening_socket_per_worker(
-    image: tuple[str, str, subprocess.Popen[bytes]],
+    image: Service,
 ) -> None:
-    url, stderr, _ = image
+    url = image.url
     port = int(url.rsplit(":", 1)[1])
     # --workers=2 --reuse-port: the kernel spreads connections over two sockets, not one.
     assert _listening_sockets(port) == 2
     # --no-control-socket: no administration socket in the container.
-    assert "Control socket" not in Path(stderr).read_text("utf-8")
+    assert "Control socket" not in image.output()
     assert requests.get(f"{url}/readyz", timeout=5).status_code == 200
 
 
 @pytest.mark.parametrize("image", ["encryptor"], indirect=True)
 def test_the_encryptor_image_command_encrypts(
-    image: tuple[str, str, subprocess.Popen[bytes]],
+    image: Service,
 ) -> None:
-    url, _, _ = image
+    url = image.url
     body = {"data": "s3cr3t", "namespace": "team-a", "service-account": "app"}
     response = requests.post(f"{url}/api/v1/encrypt", json=body, timeout=10)
     assert response.status_code == 200
@@ -112,11 +75,11 @@ def test_the_encryptor_image_command_encrypts(
 
 @pytest.mark.parametrize("image", ["decryptor"], indirect=True)
 def test_the_decryptor_image_command_decrypts_for_the_pod(
-    image: tuple[str, str, subprocess.Popen[bytes]],
+    image: Service,
     encryptor: Service,
     token: Callable[..., str],
 ) -> None:
-    url, _, _ = image
+    url = image.url
     ciphertext = requests.post(
         f"{encryptor.url}/api/v1/encrypt",
         json={"data": "s3cr3t", "namespace": "team-a", "service-account": "app"},

@@ -61,16 +61,34 @@ def gunicorn(
     spreads connections over them; the port is then chosen here, as each worker binding port 0
     would get a different one.
     """
-    logs.mkdir(parents=True, exist_ok=True)
-    name = app.split(":", maxsplit=1)[0]
-    stdout, stderr = logs / f"{name}.out", logs / f"{name}.err"
-    port = _free_port() if reuse_port else 0
+    port = free_port() if reuse_port else 0
     command = [
         sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
         "--threads", str(threads), "--worker-class", worker_class, "--graceful-timeout", "2",
         # gunicorn's control socket is one path per user: parallel services would share it.
         "--no-control-socket", *(["--reuse-port"] if reuse_port else []), app,
     ]  # fmt: skip
+    name = app.split(":", maxsplit=1)[0]
+    with serve(command, env, logs / name, port=port, ready_path=ready_path) as service:
+        yield service
+
+
+@contextmanager
+def serve(
+    command: list[str],
+    env: Mapping[str, str],
+    logs: Path,
+    *,
+    port: int = 0,
+    ready_path: str = "/healthz",
+) -> Iterator[Service]:
+    """Run a gunicorn `command` until the block ends, once it answers `ready_path` with 200.
+
+    `port` is where it listens on 127.0.0.1; 0 when gunicorn picks it (read from its log).
+    Its output goes to `logs`.out and `logs`.err.
+    """
+    logs.parent.mkdir(parents=True, exist_ok=True)
+    stdout, stderr = logs.parent / f"{logs.name}.out", logs.parent / f"{logs.name}.err"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(command, env=base_environment(env), stdout=out, stderr=err)
     try:
@@ -87,7 +105,8 @@ def gunicorn(
             process.wait()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
