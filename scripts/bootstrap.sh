@@ -18,12 +18,19 @@ if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
 fi
 
 # Debian packages only the tests use (scripts/test.sh passes --test): SoftHSM2, the PKCS#11 token
-# the HSM provider is tested against.
-if [ "${1:-}" = "--test" ] && ! command -v softhsm2-util >/dev/null 2>&1; then
-  echo "installing softhsm2 (Debian)" >&2
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq softhsm2 >/dev/null
+# the HSM provider is tested against; etcd, when a real kube-apiserver is configured for the tests.
+if [ "${1:-}" = "--test" ]; then
+  packages=()
+  command -v softhsm2-util >/dev/null 2>&1 || packages+=(softhsm2)
+  if [ -n "${KAMUS_TEST_KUBE_APISERVER:-}" ] && ! command -v etcd >/dev/null 2>&1; then
+    packages+=(etcd-server)
+  fi
+  if [ "${#packages[@]}" -gt 0 ]; then
+    echo "installing ${packages[*]} (Debian)" >&2
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq "${packages[@]}" >/dev/null
+  fi
 fi
 
 stamp=".venv/.kamus-installed"

@@ -9,6 +9,7 @@ from contextlib import ExitStack
 import pytest
 from hypothesis import settings
 from kms_backend import Backend
+from kube_apiserver import SKIP_REASON, KubeAPIServer, locate, running
 
 from kamus_kms.keyring import Keyring
 from kamus_kms.providers.local import LocalKeyringProvider
@@ -54,3 +55,12 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Bac
                 return started[name]
 
         yield Lazy()
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
+    """A real kube-apiserver with etcd, one per session; skipped, saying why, when not found."""
+    if locate() is None:
+        pytest.skip(SKIP_REASON)
+    with running(tmp_path_factory.mktemp("kube-apiserver")) as server:
+        yield server

@@ -26,6 +26,7 @@ _ALGORITHMS = ("RS256", "ES256")
 # Kubernetes tolerates this much clock skew on exp/nbf/iat.
 _LEEWAY_SECONDS = 60
 _REFRESH_INTERVAL_SECONDS = 30.0
+JWKS_CONTENT_TYPE = "application/jwk-set+json"
 
 Fetch = Callable[[], tuple[str, dict[str, Any]]]
 
@@ -56,10 +57,11 @@ class OfflineTokenCheck:
     ) -> OfflineTokenCheck:
         """A check whose keys come from the API server's OIDC discovery routes."""
 
-        def get(path: str) -> dict[str, Any]:
+        def get(path: str, content_type: str) -> dict[str, Any]:
+            # kube-apiserver negotiates strictly: each route serves one type and answers 406 to
+            # an Accept that does not name it (the key set is never application/json).
             request = api.param_serialize(
-                "GET", path, header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
+                "GET", path, header_params={"Accept": content_type}, auth_settings=["BearerToken"],
             )  # fmt: skip
             try:
                 response = api.call_api(*request, _request_timeout=timeout)
@@ -72,8 +74,8 @@ class OfflineTokenCheck:
             return data
 
         def fetch() -> tuple[str, dict[str, Any]]:
-            discovery = get("/.well-known/openid-configuration")
-            return str(discovery.get("issuer", "")), get("/openid/v1/jwks")
+            discovery = get("/.well-known/openid-configuration", "application/json")
+            return str(discovery.get("issuer", "")), get("/openid/v1/jwks", JWKS_CONTENT_TYPE)
 
         return cls(fetch, audiences, issuer)
 

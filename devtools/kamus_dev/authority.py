@@ -10,7 +10,9 @@ It serves just enough of kube-apiserver for Kamus, answering as a real one does 
 
 Every route wants a bearer token: the admin token may do everything; a service-account token of
 this authority may only read the OIDC documents (``system:service-account-issuer-discovery``).
-Every service account with a valid name exists until :meth:`TokenAuthority.delete_service_account`.
+Every service account and pod with a valid name exists until it is deleted
+(:meth:`TokenAuthority.delete_service_account`, :meth:`TokenAuthority.delete_pod`); creating it
+again gives it a new UID, which the tokens of its previous life do not carry.
 """
 
 from __future__ import annotations
@@ -101,8 +103,12 @@ class TokenAuthority:
         self._lock = threading.Lock()
         self._calls = {"tokenreview": 0, "tokenrequest": 0}
         self._generations: dict[tuple[str, str], int] = {}
+        self._pod_generations: dict[tuple[str, str], int] = {}
         self._deleted_service_accounts: set[tuple[str, str]] = set()
         self._deleted_pods: set[tuple[str, str]] = set()
+        # Cleared by hung(): every route then waits, as a stopped API server process does.
+        self._answering = threading.Event()
+        self._answering.set()
         # kube-apiserver keeps successful token authentications for ~10 s (failures not at
         # all): a deleted pod's or service account's token still passes meanwhile.
         self.review_cache_seconds = review_cache_seconds
@@ -132,8 +138,10 @@ class TokenAuthority:
         )
 
     def pod_uid(self, namespace: str, pod: str) -> str:
-        """The UID given to a pod a TokenRequest names without one."""
-        return str(uuid.uuid5(self._uid_namespace, f"pod/{namespace}/{pod}"))
+        """The UID of the pod; stable until it is deleted and created again."""
+        with self._lock:
+            generation = self._pod_generations.get((namespace, pod), 0)
+        return str(uuid.uuid5(self._uid_namespace, f"pod/{namespace}/{pod}/{generation}"))
 
     def service_account_exists(self, namespace: str, service_account: str) -> bool:
         """False once the service account was deleted (and not created again)."""
@@ -162,6 +170,28 @@ class TokenAuthority:
         """Delete a pod: tokens bound to it stop passing TokenReview."""
         with self._lock:
             self._deleted_pods.add((namespace, pod))
+
+    def create_pod(self, namespace: str, pod: str) -> str:
+        """Create a deleted pod again under its name, with a new UID; the pod's UID."""
+        with self._lock:
+            if (namespace, pod) in self._deleted_pods:
+                self._deleted_pods.discard((namespace, pod))
+                key = (namespace, pod)
+                self._pod_generations[key] = self._pod_generations.get(key, 0) + 1
+        return self.pod_uid(namespace, pod)
+
+    @contextlib.contextmanager
+    def hung(self) -> Iterator[None]:
+        """Every request waits, unanswered, until the block ends (an API server that hangs)."""
+        self._answering.clear()
+        try:
+            yield
+        finally:
+            self._answering.set()
+
+    def wait_until_answering(self) -> None:
+        """Return at once, or when a :meth:`hung` block ends."""
+        self._answering.wait()
 
     def issue_token(
         self,
@@ -238,6 +268,12 @@ class TokenAuthority:
         if claims.pod is not None:
             if not self.pod_exists(claims.namespace, claims.pod.name):
                 return _denied("service account token has been invalidated")
+            pod_uid = self.pod_uid(claims.namespace, claims.pod.name)
+            if pod_uid != claims.pod.uid:
+                return _denied(
+                    f"pod UID ({pod_uid}) does not match service account pod ref claim "
+                    f"({claims.pod.uid})"
+                )
             extra["authentication.kubernetes.io/pod-name"] = [claims.pod.name]
             extra["authentication.kubernetes.io/pod-uid"] = [claims.pod.uid]
         if claims.jti is not None:
@@ -328,13 +364,15 @@ def create_authority_app(authority: TokenAuthority) -> flask.Flask:
     @app.get("/.well-known/openid-configuration")
     def openid_configuration() -> flask.Response:
         _authorize(authority, _PATH_FORBIDDEN.format(path=flask.request.path), admin_only=False)
+        _negotiate("application/json")
         return flask.jsonify(authority.openid_configuration(flask.request.host_url))
 
     @app.get("/openid/v1/jwks")
     def jwks() -> flask.Response:
         _authorize(authority, _PATH_FORBIDDEN.format(path=flask.request.path), admin_only=False)
+        _negotiate(JWKS_CONTENT_TYPE)
         response = flask.jsonify(authority.jwks())
-        response.mimetype = "application/jwk-set+json"
+        response.mimetype = JWKS_CONTENT_TYPE
         return response
 
     @app.errorhandler(HTTPException)
@@ -347,6 +385,25 @@ def create_authority_app(authority: TokenAuthority) -> flask.Flask:
 
 
 _PATH_FORBIDDEN = 'forbidden: User "{{user}}" cannot get path "{path}"'
+JWKS_CONTENT_TYPE = "application/jwk-set+json"
+
+
+def _negotiate(served: str) -> None:
+    """406 unless the request's ``Accept`` admits ``served``, the only type the route serves.
+
+    kube-apiserver is strict here: the key set is served only as ``application/jwk-set+json``,
+    so ``Accept: application/json`` gets 406 (shared/KUBERNETES-API.md, "OIDC discovery").
+    """
+    accept = flask.request.headers.get("Accept", "").strip()
+    kind = served.split("/", 1)[0]
+    ranges = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
+    if not accept or ranges & {served, f"{kind}/*", "*/*"}:
+        return
+    flask.abort(_status(
+        406, "NotAcceptable", f"406: Not Acceptable\n\nAvailable representations: {served}", {}
+    ))  # fmt: skip
+
+
 _HTTP_ERRORS = {
     404: ("NotFound", "the server could not find the requested resource"),
     405: ("MethodNotAllowed", "the server does not allow this method on the requested resource"),
@@ -378,9 +435,15 @@ def _token_request(authority: TokenAuthority, namespace: str, name: str) -> dict
         pod_name = reference.get("name")
         if not isinstance(pod_name, str) or not authority.pod_exists(namespace, pod_name):
             _abort(404, "NotFound", f'pods "{pod_name}" not found', str(pod_name), "pods")
-        pod = BoundPod(
-            pod_name, str(reference.get("uid") or authority.pod_uid(namespace, pod_name))
-        )
+        pod = BoundPod(pod_name, authority.pod_uid(namespace, pod_name))
+        if reference.get("uid") and reference["uid"] != pod.uid:
+            _abort(
+                409, "Conflict",
+                f'Operation cannot be fulfilled on Pod "{pod_name}": the UID in the bound object '
+                f"reference ({reference['uid']}) does not match the UID in record. The object "
+                "might have been deleted and then recreated",
+                pod_name, "Pod",
+            )  # fmt: skip
         spec["boundObjectRef"] = {**reference, "apiVersion": "v1", "uid": pod.uid}
     audiences = audiences or list(authority.audiences)
     token, expires_at = authority.issue_token(namespace, name, audiences, seconds, pod)
@@ -418,6 +481,7 @@ def _token_review(authority: TokenAuthority) -> dict[str, Any]:
 
 def _authorize(authority: TokenAuthority, forbidden: str, *, admin_only: bool) -> None:
     """Answer 401/403 unless the caller may use the route; ``forbidden`` has a ``{user}`` slot."""
+    authority.wait_until_answering()
     user = authority.caller(flask.request.headers.get("Authorization"))
     if user is None:
         _abort(401, "Unauthorized", "Unauthorized")
@@ -478,9 +542,9 @@ def _status(code: int, reason: str, message: str, details: Any = None) -> flask.
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: WSGIApplication) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 on a free port; yields the base URL, stops on exit."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+def serve_in_thread(app: WSGIApplication, port: int = 0) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1 at ``port`` (0: any free one); yields the URL, stops on exit."""
+    server = make_server("127.0.0.1", port, app, threaded=True)
     # A short poll interval makes shutdown quick; the default 0.5 s adds up over a test suite.
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="serve-in-thread"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import tempfile
@@ -14,16 +15,27 @@ import requests
 _NAME = "kamus-dev"
 
 
-def write_kubeconfig(path: str | os.PathLike[str], server_url: str, token: str | None) -> None:
+def write_kubeconfig(
+    path: str | os.PathLike[str],
+    server_url: str,
+    token: str | None,
+    *,
+    ca_file: str | os.PathLike[str] | None = None,
+) -> None:
     """Write a kubeconfig (JSON, which is YAML) with one cluster, user and context, mode 0600.
 
     Without ``token`` the user has no credentials, so the API server sees ``system:anonymous``.
+    ``ca_file`` (PEM) is embedded as the cluster's certificate authority for an HTTPS server.
     """
     target = Path(path)
+    cluster: dict[str, str] = {"server": server_url}
+    if ca_file is not None:
+        authority = base64.b64encode(Path(ca_file).read_bytes()).decode()
+        cluster["certificate-authority-data"] = authority
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": _NAME, "cluster": {"server": server_url}}],
+        "clusters": [{"name": _NAME, "cluster": cluster}],
         "users": [{"name": _NAME, "user": {} if token is None else {"token": token}}],
         "contexts": [{"name": _NAME, "context": {"cluster": _NAME, "user": _NAME}}],
         "current-context": _NAME,
@@ -51,8 +63,11 @@ def mint_token(
     pod: str | None = None,
     pod_uid: str | None = None,
     timeout: float = 10.0,
+    verify: str | bool = True,
 ) -> str:
     """A service-account token from the TokenRequest API, bound to ``pod`` when given.
+
+    ``verify`` is the CA bundle an HTTPS server is checked against (requests' meaning).
 
     Raises :class:`requests.HTTPError` carrying the API server's ``Status`` message on failure.
     """
@@ -67,6 +82,7 @@ def mint_token(
         json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
         headers={"Authorization": f"Bearer {admin_token}"},
         timeout=timeout,
+        verify=verify,
     )
     if response.status_code != 201:
         try:

@@ -214,6 +214,56 @@ def test_jwks_key_verifies_a_minted_token(
 
 
 @pytest.mark.parametrize(
+    ("accept", "discovery", "jwks"),
+    [
+        ("application/json", 200, 406),
+        ("application/jwk-set+json", 406, 200),
+        (None, 200, 200),
+        ("application/json, application/jwk-set+json", 200, 200),
+        ("*/*", 200, 200),
+    ],
+)
+def test_oidc_routes_negotiate_their_one_content_type_like_the_api_server(
+    server_url: str, authority: TokenAuthority, accept: str | None, discovery: int, jwks: int
+) -> None:
+    headers = {"Authorization": f"Bearer {authority.admin_token}"}
+    if accept is not None:
+        headers["Accept"] = accept
+    answers = {
+        path: requests.get(f"{server_url}{path}", headers=headers, timeout=5)
+        for path in ("/.well-known/openid-configuration", "/openid/v1/jwks")
+    }
+    served = {"/.well-known/openid-configuration": "application/json",
+              "/openid/v1/jwks": "application/jwk-set+json"}  # fmt: skip
+
+    assert [r.status_code for r in answers.values()] == [discovery, jwks]
+    for path, response in answers.items():
+        if response.status_code == 406:
+            assert response.json() == {
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": f"406: Not Acceptable\n\nAvailable representations: {served[path]}",
+                "reason": "NotAcceptable", "details": {}, "code": 406,
+            }  # fmt: skip
+        else:
+            assert response.headers["Content-Type"] == served[path]
+
+
+def test_token_request_for_a_pod_with_another_uid_is_a_conflict(
+    authority: TokenAuthority, mint: Mint
+) -> None:
+    with pytest.raises(requests.HTTPError) as raised:
+        mint("shop", "app", ["kamus"], pod="app-7d9", pod_uid="0000")
+
+    assert raised.value.response is not None
+    assert raised.value.response.status_code == 409
+    assert raised.value.response.json()["message"] == (
+        'Operation cannot be fulfilled on Pod "app-7d9": the UID in the bound object reference '
+        "(0000) does not match the UID in record. The object might have been deleted and then "
+        "recreated"
+    )
+
+
+@pytest.mark.parametrize(
     ("credential", "code"),
     [("admin", 200), ("sa", 200), ("kamus-sa", 401), ("wrong", 401), (None, 403)],
 )

@@ -25,7 +25,8 @@ def review(reviewer: Any, token: str, audiences: list[str] | None) -> Any:
 def test_valid_pod_bound_token_is_authenticated_with_user_groups_extra_and_audiences(
     reviewer: Any, mint: Callable[..., str], authority: TokenAuthority
 ) -> None:
-    token = mint("shop", "app", ["kamus"], pod="app-7d9", pod_uid="pod-uid-1")
+    pod_uid = authority.pod_uid("shop", "app-7d9")
+    token = mint("shop", "app", ["kamus"], pod="app-7d9", pod_uid=pod_uid)
 
     status = review(reviewer, token, ["kamus"])
 
@@ -42,7 +43,7 @@ def test_valid_pod_bound_token_is_authenticated_with_user_groups_extra_and_audie
     ]
     assert status.user.extra == {
         "authentication.kubernetes.io/pod-name": ["app-7d9"],
-        "authentication.kubernetes.io/pod-uid": ["pod-uid-1"],
+        "authentication.kubernetes.io/pod-uid": [pod_uid],
         "authentication.kubernetes.io/credential-id": [f"JTI={jti}"],
     }
 
@@ -190,6 +191,25 @@ def test_token_of_a_recreated_service_account_fails_on_the_uid(
         f"[invalid bearer token, service account UID ({new_uid}) does not match claim ({old_uid})]"
     )
     assert review(reviewer, mint("shop", "app", ["kamus"]), ["kamus"]).authenticated is True
+
+
+def test_token_of_a_pod_created_again_under_its_name_fails_on_the_pod_uid(
+    reviewer: Any, authority: TokenAuthority, mint: Callable[..., str]
+) -> None:
+    token = mint("shop", "app", ["kamus"], pod="app-7d9")
+    old_uid = authority.pod_uid("shop", "app-7d9")
+    authority.delete_pod("shop", "app-7d9")
+    new_uid = authority.create_pod("shop", "app-7d9")
+
+    status = review(reviewer, token, ["kamus"])
+
+    assert new_uid != old_uid
+    assert status.error == (
+        f"[invalid bearer token, pod UID ({new_uid}) does not match service account pod ref "
+        f"claim ({old_uid})]"
+    )
+    fresh = mint("shop", "app", ["kamus"], pod="app-7d9")
+    assert review(reviewer, fresh, ["kamus"]).authenticated is True
 
 
 @pytest.mark.parametrize(
