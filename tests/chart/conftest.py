@@ -281,6 +281,12 @@ def render() -> Callable[..., dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
+def objects_of() -> Callable[..., list[Manifest]]:
+    """`objects_of(chart, values, release=..., namespace=...)`: the objects of any rendering."""
+    return lambda chart, values, **where: manifests_of(render_chart(chart, values, **where))
+
+
+@pytest.fixture(scope="session")
 def rendered() -> Callable[[str], dict[str, str]]:
     """Renders a value set of CASES the first time it is asked for, then answers from a cache."""
     cache: dict[str, dict[str, str]] = {}
