@@ -20,7 +20,7 @@ NAMESPACE = "kamus"  # where the chart tests render the kamus chart
 RESTRICTED = {
     f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")
 }
-EXAMPLE_NAMESPACE = "team-a"
+EXAMPLE_NAMESPACE = "example-restricted"
 EXAMPLE_VALUES = {
     "secrets": {"password": "kamus:v1:local:team-a:example-app:k1:AAECAwQFBgcICQoLDA0ODxAREhMU"}
 }

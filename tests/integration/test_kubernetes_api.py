@@ -113,10 +113,30 @@ def _error(response: requests.Response) -> tuple[int, str]:
 def test_a_pod_token_of_the_bound_scope_decrypts(
     cluster: Cluster, decryptor_on: Service, ciphertext: str
 ) -> None:
+    assert requests.get(f"{decryptor_on.url}/readyz", timeout=10).status_code == 200
     cluster.create_pod("team-a", "app-allowed", "app")
     token = cluster.mint("team-a", "app", pod="app-allowed")
     response = _decrypt(decryptor_on, ciphertext, token)
     assert (response.status_code, response.text) == (200, SECRET)
+
+
+def test_a_decryptor_not_allowed_to_review_tokens_is_not_ready_and_decrypts_nothing(
+    cluster: Cluster,
+    service_env: dict[str, str],
+    ciphertext: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    folder = tmp_path_factory.mktemp(f"unprivileged-{cluster.name}")
+    cluster.unprivileged_kubeconfig(folder / "kubeconfig")
+    env = {**service_env, "KAMUS_KUBECONFIG": str(folder / "kubeconfig")}
+    with gunicorn("kamus_decryptor:create_app()", env, folder, workers=1) as service:
+        ready = requests.get(f"{service.url}/readyz", timeout=10)
+        response = _decrypt(service, ciphertext, cluster.mint("team-a", "app"))
+        output = service.output()
+    assert ready.status_code == 503
+    assert _error(response) == (503, "unavailable")
+    assert SECRET not in response.text
+    assert "TokenReview refused the decryptor's credentials" in output  # tells the operator
 
 
 @pytest.mark.parametrize(

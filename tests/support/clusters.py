@@ -52,6 +52,9 @@ class Cluster(Protocol):
     def decryptor_kubeconfig(self, path: Path) -> None:
         """Write the kubeconfig the decryptor uses to reach this server."""
 
+    def unprivileged_kubeconfig(self, path: Path) -> None:
+        """Write a kubeconfig of a service account that may not create TokenReviews."""
+
     def stopped(self) -> AbstractContextManager[None]:
         """The server is down (connections refused) until the block ends."""
 
@@ -104,6 +107,9 @@ class DevelopmentCluster:
     def decryptor_kubeconfig(self, path: Path) -> None:
         # The authority has no RBAC: only its admin may create TokenReviews.
         write_kubeconfig(path, self.url, self.authority.admin_token)
+
+    def unprivileged_kubeconfig(self, path: Path) -> None:
+        write_kubeconfig(path, self.url, self.mint("kamus", "nobody", ()))
 
     @contextmanager
     def stopped(self) -> Iterator[None]:
@@ -164,6 +170,11 @@ class RealCluster:
 
     def decryptor_kubeconfig(self, path: Path) -> None:
         token = self.server.mint("kamus", "kamus-decryptor", (), expiration_seconds=86400)
+        self.server.write_kubeconfig(path, token)
+
+    def unprivileged_kubeconfig(self, path: Path) -> None:
+        self.server.create_service_account("kamus", "nobody")
+        token = self.server.mint("kamus", "nobody", (), expiration_seconds=86400)
         self.server.write_kubeconfig(path, token)
 
     def stopped(self) -> AbstractContextManager[None]:

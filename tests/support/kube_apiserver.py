@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from gunicorn_process import free_port
 from prometheus_client.parser import text_string_to_metric_families
+from requests import Response
 
 from kamus_dev.kubeconfig import mint_token, write_kubeconfig
 
@@ -95,11 +96,6 @@ class KubeAPIServer:
             f"--service-account-key-file={workdir / 'sa.pub'}",
             f"--service-account-signing-key-file={workdir / 'sa.key'}", "--profiling=false",
         ]  # fmt: skip
-        self.session = requests.Session()
-        # The machine's REQUESTS_CA_BUNDLE or proxies must not replace the cluster's CA.
-        self.session.trust_env = False
-        self.session.verify = str(self.ca_file)
-        self.session.headers["Authorization"] = f"Bearer {self.admin_token}"
         self._etcd: subprocess.Popen[bytes] | None = None
         self._server: subprocess.Popen[bytes] | None = None
 
@@ -113,7 +109,7 @@ class KubeAPIServer:
             if self._server.poll() is not None:
                 raise RuntimeError(f"kube-apiserver exited: {self.log()[-3000:]}")
             try:
-                if self.session.get(f"{self.url}/readyz", timeout=2).text == "ok":
+                if self.http("GET", "/readyz", timeout=2).text == "ok":
                     return
             except requests.RequestException:
                 pass
@@ -159,9 +155,23 @@ class KubeAPIServer:
         finally:
             os.kill(self._server.pid, signal.SIGCONT)
 
+    def http(self, method: str, path: str, *, timeout: float = 30, **options: Any) -> Response:
+        """One request with the admin token, checked against the cluster's CA.
+
+        A new session each time: a TLS context kept across tests failed ("NO_SUCH_ENGINE") once
+        Helm's native library had been loaded into the test process meanwhile.
+        """
+        with requests.Session() as session:
+            # The machine's REQUESTS_CA_BUNDLE or proxies must not replace the cluster's CA.
+            session.trust_env = False
+            return session.request(
+                method, f"{self.url}{path}", timeout=timeout, verify=str(self.ca_file),
+                headers={"Authorization": f"Bearer {self.admin_token}"}, **options,
+            )  # fmt: skip
+
     def request(self, method: str, path: str, body: Any = None, *, expect: int = 200) -> Any:
         """An admin call; the decoded answer. Raises AssertionError on another status."""
-        response = self.session.request(method, f"{self.url}{path}", json=body, timeout=30)
+        response = self.http(method, path, json=body)
         if response.status_code != expect:
             raise AssertionError(f"{method} {path}: {response.status_code} {response.text}")
         return response.json()
@@ -176,10 +186,8 @@ class KubeAPIServer:
         ``namespace`` applies to namespaced objects whose manifest names none.
         """
         path = self.collection_path(manifest, namespace)
-        return self.session.post(
-            f"{self.url}{path}", params={"dryRun": "All", "fieldValidation": "Strict"},
-            json=manifest, timeout=30,
-        )  # fmt: skip
+        params = {"dryRun": "All", "fieldValidation": "Strict"}
+        return self.http("POST", path, params=params, json=manifest)
 
     def collection_path(self, manifest: dict[str, Any], namespace: str | None = None) -> str:
         """Where objects like ``manifest`` are created, found through API discovery."""
@@ -214,7 +222,7 @@ class KubeAPIServer:
         })  # fmt: skip
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            response = self.session.get(f"{self.url}/apis/{group}/v1", timeout=10)
+            response = self.http("GET", f"/apis/{group}/v1")
             if response.status_code == 200 and any(
                 r["kind"] == kind for r in response.json()["resources"]
             ):
@@ -226,7 +234,7 @@ class KubeAPIServer:
         """Create a namespace unless it exists."""
         manifest = {"apiVersion": "v1", "kind": "Namespace",
                     "metadata": {"name": name, "labels": labels or {}}}  # fmt: skip
-        response = self.session.post(f"{self.url}/api/v1/namespaces", json=manifest, timeout=30)
+        response = self.http("POST", "/api/v1/namespaces", json=manifest)
         if response.status_code not in (201, 409):
             raise AssertionError(f"namespace {name}: {response.status_code} {response.text}")
 
@@ -242,11 +250,21 @@ class KubeAPIServer:
         self.request("DELETE", f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}")
 
     def create_pod(self, namespace: str, name: str, service_account: str) -> str:
-        """Create a pod object running as ``service_account`` (nothing runs it); its UID."""
+        """Create a pod object running as ``service_account`` (nothing runs it); its UID.
+
+        The pod passes PodSecurity ``restricted``, so any namespace admits it.
+        """
+        security = {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
         manifest = {
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
             "spec": {"serviceAccountName": service_account, "automountServiceAccountToken": False,
-                     "containers": [{"name": "app", "image": "app:1"}]},
+                     "containers": [{"name": "app", "image": "app:1",
+                                     "securityContext": security}]},
         }  # fmt: skip
         return str(self.apply(manifest)["metadata"]["uid"])
 
@@ -303,7 +321,7 @@ class KubeAPIServer:
 
     def tokenreviews(self) -> int:
         """TokenReview requests the server has answered, from its own metrics."""
-        text = self.session.get(f"{self.url}/metrics", timeout=30).text
+        text = self.http("GET", "/metrics").text
         return int(sum(
             sample.value
             for family in text_string_to_metric_families(text)
