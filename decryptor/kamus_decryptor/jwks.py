@@ -3,7 +3,14 @@
 Garbage, expired, foreign-issuer or wrong-audience tokens are refused here without a TokenReview,
 so an attacker cannot turn the decryptor into a load generator against the API server. A token
 that passes still goes through TokenReview, which alone knows whether its pod or service account
-still exists. Keys are cached and refetched only for an unknown `kid`, at most once per interval.
+still exists.
+
+Keys are cached and refetched only for an unknown `kid`, at most once per interval; a failed fetch
+backs off exponentially, and while it does, tokens the cached keys cannot judge get 503. One thread
+fetches while the others wait for it outside the lock, so a slow OIDC endpoint never delays tokens
+signed by a key already known. The keys are fetched through the kubernetes client (not PyJWT's
+PyJWKClient) because the API server wants the decryptor's own credentials, which that client
+manages: the kubelet-rotated token, client certificates, the cluster CA.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ _ALGORITHMS = ("RS256", "ES256")
 # Kubernetes tolerates this much clock skew on exp/nbf/iat.
 _LEEWAY_SECONDS = 60
 _REFRESH_INTERVAL_SECONDS = 30.0
+_FIRST_BACKOFF_SECONDS = 1.0
+_MAX_BACKOFF_SECONDS = 30.0
 JWKS_CONTENT_TYPE = "application/jwk-set+json"
 
 Fetch = Callable[[], tuple[str, dict[str, Any]]]
@@ -41,15 +50,19 @@ class OfflineTokenCheck:
         issuer: str | None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wait_seconds: float = 10.0,
     ) -> None:
         self._fetch = fetch
         self.audiences = audiences
         self._configured_issuer = issuer
         self._clock = clock
+        self._wait_seconds = wait_seconds
         self._lock = threading.Lock()
         self._keys: dict[str, Any] | None = None
         self._issuer: str | None = issuer
-        self._fetched_at = float("-inf")
+        self._next_fetch = float("-inf")  # no fetch before: refresh interval or backoff
+        self._failures = 0  # consecutive failed fetches
+        self._flight: threading.Event | None = None  # set when the fetch in progress ends
 
     @classmethod
     def from_api(
@@ -77,25 +90,63 @@ class OfflineTokenCheck:
             discovery = get("/.well-known/openid-configuration", "application/json")
             return str(discovery.get("issuer", "")), get("/openid/v1/jwks", JWKS_CONTENT_TYPE)
 
-        return cls(fetch, audiences, issuer)
+        return cls(fetch, audiences, issuer, wait_seconds=timeout * 2)
 
-    def _refresh(self) -> None:
-        issuer, document = self._fetch()
-        try:
-            keys = {k.key_id: k.key for k in jwt.PyJWKSet.from_dict(document).keys if k.key_id}
-        except jwt.PyJWTError as exc:
-            raise UnavailableError("the cluster's token signing keys are unreadable") from exc
-        self._keys = keys
-        self._issuer = self._configured_issuer or issuer
-        self._fetched_at = self._clock()
+    def _claim_fetch(self, kid: str | None) -> tuple[threading.Event | None, bool]:
+        """Whether keys must be fetched to judge ``kid`` (None: any key at all).
 
-    def _key(self, kid: str) -> Any:
+        ``(None, False)``: no; ``(flight, True)``: this thread fetches and then sets ``flight``;
+        ``(flight, False)``: another thread is fetching, wait for ``flight``.
+        """
         with self._lock:
-            stale = self._clock() - self._fetched_at >= _REFRESH_INTERVAL_SECONDS
-            if self._keys is None or (kid not in self._keys and stale):
-                self._refresh()
-            assert self._keys is not None
-            return self._keys.get(kid)
+            if self._keys is not None and (kid is None or kid in self._keys):
+                return None, False
+            if self._flight is not None:
+                return self._flight, False
+            if self._clock() < self._next_fetch:
+                return None, False
+            self._flight = threading.Event()
+            return self._flight, True
+
+    def _refresh(self, flight: threading.Event) -> None:
+        """Fetch the keys (no lock held meanwhile); on failure, back off before the next try."""
+        try:
+            issuer, document = self._fetch()
+            try:
+                keyset = jwt.PyJWKSet.from_dict(document)
+            except jwt.PyJWTError as exc:
+                raise UnavailableError("the cluster's token signing keys are unreadable") from exc
+        except UnavailableError:
+            with self._lock:
+                self._failures += 1
+                backoff = _FIRST_BACKOFF_SECONDS * 2 ** (self._failures - 1)
+                self._next_fetch = self._clock() + min(backoff, _MAX_BACKOFF_SECONDS)
+            raise
+        else:
+            with self._lock:
+                self._keys = {k.key_id: k.key for k in keyset.keys if k.key_id}
+                self._issuer = self._configured_issuer or issuer
+                self._failures = 0
+                self._next_fetch = self._clock() + _REFRESH_INTERVAL_SECONDS
+        finally:
+            with self._lock:
+                self._flight = None
+            flight.set()
+
+    def _key(self, kid: str | None) -> Any:
+        """The key named ``kid`` (None: none needed), fetching the key set when it may help."""
+        flight, leader = self._claim_fetch(kid)
+        if leader:
+            assert flight is not None
+            self._refresh(flight)
+        elif flight is not None:
+            flight.wait(self._wait_seconds)
+        with self._lock:
+            known = self._keys is not None and (kid is None or kid in self._keys)
+            # Without keys, or with the last fetch failed, an unknown key cannot be judged.
+            if self._keys is None or (not known and self._failures):
+                raise UnavailableError("the cluster's token signing keys are unavailable")
+            return None if kid is None else self._keys.get(kid)
 
     def check(self, token: str) -> None:
         """Raise AuthenticationError for a token that cannot be valid, UnavailableError when the
@@ -129,9 +180,7 @@ class OfflineTokenCheck:
 
     def check_ready(self) -> None:
         """Raise UnavailableError until the signing keys have been fetched once."""
-        with self._lock:
-            if self._keys is None:
-                self._refresh()
+        self._key(None)
 
 
 class PrecheckedTokenReviewer:
