@@ -48,17 +48,30 @@ def _read_body(request: Request) -> bytes:
         if limit is not None and length > limit:
             raise too_large
         # The server's input stops at the declared length (gunicorn and werkzeug both bound it).
-        raw: bytes = environ["wsgi.input"].read(length) if length else b""
-        return raw
+        return _read(environ["wsgi.input"], length) if length else b""
     if declared:
         raise InvalidRequestError("the Content-Length header is not a number")
     # No length: a chunked body, which the server de-chunks. Read one byte more than the limit
     # to tell "exactly the limit" from "too large" (a plain read would be cut at the limit).
     if not environ.get("wsgi.input_terminated"):
         return b""
-    raw = environ["wsgi.input"].read(limit + 1 if limit is not None else -1)
+    raw = _read(environ["wsgi.input"], limit + 1 if limit is not None else -1)
     if limit is not None and len(raw) > limit:
         raise too_large
+    return raw
+
+
+def _read(stream: Any, size: int) -> bytes:
+    """Up to ``size`` bytes of the body (-1: all); 400 when the client's framing is broken."""
+    try:
+        raw: bytes = stream.read(size)
+    # The server de-chunks while we read, and raises its own parser errors for a bad chunk size,
+    # a missing terminator, a bad trailer or a body cut short (gunicorn: ParseException and
+    # NoMoreData; werkzeug: ClientDisconnected): all the client's doing, none a server fault.
+    except Exception as exc:
+        raise InvalidRequestError(
+            "the request body is malformed (bad chunked encoding or cut short)"
+        ) from exc
     return raw
 
 
