@@ -40,7 +40,7 @@ logging.getLogger("werkzeug").setLevel(logging.ERROR)
 # The same gunicorn configuration for Kamus and the hello-world baseline.
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 THREADS = int(os.environ.get("BENCH_THREADS", "4"))
-WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "gthread")
+WORKER_CLASS = os.environ.get("BENCH_WORKER_CLASS", "kamus_service.worker.BufferingWorker")
 REUSE_PORT = os.environ.get("BENCH_REUSE_PORT", "1") == "1"
 
 

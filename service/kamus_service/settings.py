@@ -181,6 +181,11 @@ SPEC: tuple[Variable, ...] = (
              "Largest secret accepted for encryption; larger ones get 413."),
     Variable("MAX_BODY_BYTES", _positive_int, "1048576",
              "Largest request body accepted (chunked bodies included); larger ones get 413."),
+    Variable("CLIENT_TIMEOUT_SECONDS", _positive_float, "5",
+             "How long a client may take to send a whole request (from connecting, or from the "
+             "request's first byte on a kept-alive connection) and to take each write of the "
+             "answer; slower connections are closed. Needs the worker class "
+             "`kamus_service.worker.BufferingWorker` (the images' default)."),
     Variable("PADDING_BUCKET", _positive_int, "32",
              "Plaintexts are padded to a multiple of this many bytes so short secrets do not "
              "reveal their exact length."),
@@ -271,6 +276,7 @@ class Settings:
     vault_ca_cert: Path | None = None
     max_plaintext_bytes: int = 65536
     max_body_bytes: int = 1048576
+    client_timeout_seconds: float = 5.0
     padding_bucket: int = 32
     allow_default_service_account: bool = False
     token_audiences: tuple[str, ...] = ("kamus",)
@@ -311,6 +317,23 @@ def _raw_value(variable: Variable, environ: Mapping[str, str], problems: list[st
             problems.append(f"{variable.env}_FILE: {path} is not UTF-8 text (keys go in base64)")
             return None
     return direct if direct is not None else variable.default
+
+
+def setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One variable of SPEC (``name`` without the prefix), parsed; its default when unset.
+
+    For code outside the app (the gunicorn worker) that needs a setting the app has already
+    validated at start-up.
+    """
+    (variable,) = [v for v in SPEC if v.name == name]
+    problems: list[str] = []
+    raw = _raw_value(variable, os.environ if environ is None else environ, problems)
+    if problems or raw is None:
+        raise ConfigurationError(problems or [f"{variable.env} is required"])
+    try:
+        return variable.parse(raw)
+    except ValueError as exc:
+        raise ConfigurationError([f"{variable.env} {exc}"]) from exc
 
 
 def load_settings(service: Service, environ: Mapping[str, str] | None = None) -> Settings:

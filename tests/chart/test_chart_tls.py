@@ -94,7 +94,7 @@ def test_gunicorn_serves_the_certificate_of_the_mounted_secret(
         assert settings.certfile == f"{TLS_DIR}/tls.crt"
         assert settings.keyfile == f"{TLS_DIR}/tls.key"
         assert settings.bind == ["0.0.0.0:8080"]
-        assert settings.worker_class_str == "gthread"
+        assert settings.worker_class_str == "kamus_service.worker.BufferingWorker"
         # Each worker accepts on a socket of its own, so connections spread over the workers
         # (docs/PERFORMANCE.md); no admin control socket in the container.
         assert settings.reuse_port is True

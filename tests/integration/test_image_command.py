@@ -3,27 +3,12 @@ the address: no Docker engine here, so this is the closest check that the images
 
 from __future__ import annotations
 
-import json
-import re
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from gunicorn_process import Service, free_port, serve
-
-ROOT = Path(__file__).resolve().parents[2]
-IMAGE_BIND = "--bind=0.0.0.0:8080"
-
-
-def _image_command(component: str) -> tuple[str, list[str]]:
-    dockerfile = (ROOT / component / "Dockerfile").read_text("utf-8")
-    args = re.search(r'GUNICORN_CMD_ARGS="([^"]+)"', dockerfile)
-    cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE)
-    assert args is not None
-    assert cmd is not None
-    return args.group(1), json.loads(cmd.group(1))
+from gunicorn_process import Service, serve_image_command
 
 
 def _listening_sockets(port: int) -> int:
@@ -39,13 +24,7 @@ def image(
 ) -> Iterator[Service]:
     """The component's image command, serving on a loopback port."""
     component: str = request.param
-    args, cmd = _image_command(component)
-    assert cmd[0] == "gunicorn"
-    assert IMAGE_BIND in args.split()
-    port = free_port()
-    env = {**service_env, "GUNICORN_CMD_ARGS": args.replace(IMAGE_BIND, f"--bind=127.0.0.1:{port}")}
-    command = [sys.executable, "-m", "gunicorn", *cmd[1:]]
-    with serve(command, env, tmp_path / component, port=port) as service:
+    with serve_image_command(component, service_env, tmp_path / component) as service:
         yield service
 
 

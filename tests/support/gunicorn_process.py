@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import requests
 
+ROOT = Path(__file__).resolve().parents[2]
+_IMAGE_BIND = "--bind=0.0.0.0:8080"
 _LISTENING = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
 # The child sees only these from the test runner's environment, so no KAMUS_* leaks in.
 _PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
@@ -51,7 +54,7 @@ def gunicorn(
     *,
     workers: int = 2,
     threads: int = 4,
-    worker_class: str = "gthread",
+    worker_class: str = "kamus_service.worker.BufferingWorker",
     reuse_port: bool = False,
     ready_path: str = "/healthz",
 ) -> Iterator[Service]:
@@ -103,6 +106,25 @@ def serve(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def serve_image_command(component: str, env: Mapping[str, str], logs: Path) -> Iterator[Service]:
+    """Run ``component``'s image command (its Dockerfile's GUNICORN_CMD_ARGS and CMD) as it is,
+    but on a free loopback port."""
+    dockerfile = (ROOT / component / "Dockerfile").read_text("utf-8")
+    args = re.search(r'GUNICORN_CMD_ARGS="([^"]+)"', dockerfile)
+    cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE)
+    assert args is not None
+    assert cmd is not None
+    argv = json.loads(cmd.group(1))
+    assert argv[0] == "gunicorn"
+    assert _IMAGE_BIND in args.group(1).split()
+    port = free_port()
+    options = args.group(1).replace(_IMAGE_BIND, f"--bind=127.0.0.1:{port}")
+    command = [sys.executable, "-m", "gunicorn", *argv[1:]]
+    with serve(command, {**env, "GUNICORN_CMD_ARGS": options}, logs, port=port) as service:
+        yield service
 
 
 def free_port() -> int:

@@ -224,7 +224,7 @@ components need it. Only files the configuration uses are listed.
 {{- define "kamus.env" -}}
 {{- $v := .root.Values -}}
 {{- $c := index $v .component -}}
-{{- $gunicorn := printf "--bind=0.0.0.0:8080 --workers=%d --threads=%d --worker-class=gthread --timeout=%d --graceful-timeout=20 --worker-tmp-dir=/tmp --no-control-socket" (int $c.gunicorn.workers) (int $c.gunicorn.threads) (int $c.gunicorn.timeout) -}}
+{{- $gunicorn := printf "--bind=0.0.0.0:8080 --workers=%d --threads=%d --worker-class=kamus_service.worker.BufferingWorker --timeout=%d --graceful-timeout=20 --worker-tmp-dir=/tmp --no-control-socket" (int $c.gunicorn.workers) (int $c.gunicorn.threads) (int $c.gunicorn.timeout) -}}
 {{- if $c.gunicorn.reusePort -}}
 {{- $gunicorn = printf "%s --reuse-port" $gunicorn -}}
 {{- end -}}

@@ -1,0 +1,326 @@
+"""The gunicorn worker of both services: each request is read whole before a thread handles it.
+
+gunicorn's gthread worker gives a connection to a thread as soon as it has data, and the thread
+then blocks on the socket until the request line, headers and body have all arrived. A client that
+sends half a request and waits holds a thread for as long as it likes: a few dozen such
+connections stopped both services, health checks included.
+
+This worker keeps gthread's thread pool and request handling, but its event loop reads every
+request into memory first, non-blocking, under a deadline: ``KAMUS_CLIENT_TIMEOUT_SECONDS`` from
+the connection's start (or, on a kept-alive connection, from the request's first byte). A
+connection that misses it is closed; one that goes quiet between requests is closed after
+gunicorn's ``--keep-alive``. A thread only ever parses a request that is already in memory, and
+writes its answer with the same timeout, so slow or idle clients cost a socket and a buffer, never
+a thread. Requests are HTTP/1.x (TLS included, handshaken in the loop); HTTP/2 is not offered.
+
+Limits: ``--worker-connections`` connections per worker process (reading, handled or kept
+alive); beyond them the worker stops accepting until some close. Bodies are buffered up to
+``KAMUS_MAX_BODY_BYTES`` (a larger one is handed over at once and answered 413), and all requests
+being received by one worker together up to the larger of 64 MiB and eight maximal bodies: a
+connection that would pass that is closed, so slow uploads cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import re
+import resource
+import selectors
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from gunicorn import http
+from gunicorn import sock as gunicorn_sock
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from kamus_service.settings import setting
+
+_HEAD_LIMIT = 64 * 1024  # a request line and headers longer than this go to gunicorn's parser
+_RECV_SIZE = 256 * 1024
+_LINGER_SECONDS = 2.0  # how long a closing connection may still send (RFC 9112, section 9.6)
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_MIN_BUFFER_BUDGET = 64 * 1024 * 1024
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+def request_complete(data: bytes | bytearray, max_body: int) -> bool:
+    """Whether ``data`` holds one whole HTTP/1.x request, or enough for the parser to refuse it.
+
+    Malformed framing counts as complete: gunicorn's parser then answers 400 at once, rather than
+    the connection waiting for bytes that would not make it valid.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return len(data) > _HEAD_LIMIT
+    length: int | None = None
+    chunked = False
+    for line in bytes(data[:end]).split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"transfer-encoding":
+            chunked = chunked or b"chunked" in value.lower()
+        elif name == b"content-length":
+            if length is not None or not value.strip().isdigit():
+                return True
+            length = int(value.strip())
+    body = end + 4
+    if chunked:
+        return _chunks_complete(data, body, max_body)
+    if length is None or length > max_body:
+        return True
+    return len(data) - body >= length
+
+
+def _chunks_complete(data: bytes | bytearray, position: int, max_body: int) -> bool:
+    total = 0
+    while True:
+        eol = data.find(b"\r\n", position)
+        if eol < 0:
+            return len(data) - position > 1024  # an endless size line is malformed
+        size_text = bytes(data[position:eol]).partition(b";")[0].strip()
+        if not _HEX.fullmatch(size_text):
+            return True
+        size = int(size_text, 16)
+        if size == 0:
+            # The trailer section, possibly empty, ends with an empty line.
+            return data.find(b"\r\n\r\n", eol) >= 0 or len(data) - eol > _HEAD_LIMIT
+        total += size
+        if total > max_body:
+            return True
+        position = eol + 2 + size + 2
+        if len(data) < position:
+            return False
+
+
+class _ReceivedSocket:
+    """A connection's socket as a handling thread sees it: reads come from the request already
+    received, then end of stream; writes go to the network with the client timeout."""
+
+    def __init__(self, raw: socket.socket, timeout: float) -> None:
+        self._raw = raw
+        self._timeout = timeout
+        self._data = b""
+        self._position = 0
+        self.exhausted = False  # a read found nothing more: the request may be cut short
+
+    def load(self, data: bytes) -> None:
+        self._data, self._position, self.exhausted = data, 0, False
+
+    def unread(self) -> bytes:
+        """What the thread did not read (a pipelined next request)."""
+        return self._data[self._position :]
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        chunk = self._data[self._position : self._position + size]
+        self._position += len(chunk)
+        if not chunk:
+            self.exhausted = True
+        return chunk
+
+    def setblocking(self, flag: bool) -> None:
+        # Blocking writes, but never longer than the client timeout per call.
+        if flag:
+            self._raw.settimeout(self._timeout)
+        else:
+            self._raw.setblocking(False)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+class _Connection(TConn):  # type: ignore[misc]
+    """One client connection and the request being received on it."""
+
+    def __init__(
+        self, cfg: Any, raw: socket.socket, client: Any, server: Any, timeout: float
+    ) -> None:
+        super().__init__(cfg, raw, client, server)  # leaves ``raw`` non-blocking
+        self.raw = raw
+        self.received = bytearray()
+        self.deadline = time.monotonic() + timeout
+        self.handshaking = isinstance(raw, ssl.SSLSocket)
+        self.continued = False
+        self.sock = _ReceivedSocket(raw, timeout)
+        self.parser = http.get_parser(cfg, self.sock, client)
+        # What gthread's handle() would otherwise do first: wait for data, wrap TLS, make a parser.
+        self.initialized = True
+        self.data_ready = True
+
+    def close(self, graceful: bool = False) -> None:
+        with contextlib.suppress(OSError):
+            self.raw.close()
+
+
+class BufferingWorker(ThreadWorker):  # type: ignore[misc]
+    """gthread whose event loop receives whole requests before handing them to threads."""
+
+    def init_process(self) -> None:
+        self._timeout: float = setting("CLIENT_TIMEOUT_SECONDS")
+        self._max_body: int = setting("MAX_BODY_BYTES")
+        self._tls = gunicorn_sock.ssl_context(self.cfg) if self.cfg.is_ssl else None
+        self._receiving: set[_Connection] = set()
+        self._budget = max(_MIN_BUFFER_BUDGET, 8 * self._max_body)
+        self._buffered = 0  # bytes held by the connections being received
+        # Each idle client is one descriptor; the soft limit is often 1024 in containers.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        super().init_process()
+
+    def accept(self, listener: socket.socket) -> None:
+        try:
+            raw, client = listener.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                self.log.warning("out of file descriptors: not accepting for a moment")
+                time.sleep(0.1)
+            elif exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        raw.setblocking(False)
+        if self._tls is not None:
+            raw = self._tls.wrap_socket(
+                raw, server_side=True, do_handshake_on_connect=False,
+                suppress_ragged_eofs=self.cfg.suppress_ragged_eofs,
+            )  # fmt: skip
+        conn = _Connection(self.cfg, raw, client, listener.getsockname(), self._timeout)
+        self._receive(conn)
+
+    def _receive(self, conn: _Connection) -> None:
+        """Wait for (the rest of) a request on ``conn`` in the event loop."""
+        conn.raw.setblocking(False)  # a handling thread left it blocking, with a timeout
+        self._receiving.add(conn)
+        self._buffered += len(conn.received)
+        self._watch(conn, self._on_readable)
+
+    def _watch(self, conn: _Connection, callback: Callable[[_Connection, Any], None]) -> None:
+        self.poller.register(conn.raw, selectors.EVENT_READ, partial(callback, conn))
+
+    def _on_readable(self, conn: _Connection, _raw: Any) -> None:
+        if conn.handshaking and not self._handshake(conn):
+            return
+        ended = False
+        while True:
+            try:
+                data = conn.raw.recv(_RECV_SIZE)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            except OSError:
+                self._drop(conn)
+                return
+            if not data:
+                ended = True
+                break
+            if not conn.received:
+                # A kept-alive connection's next request: its deadline starts now.
+                conn.deadline = time.monotonic() + self._timeout
+            if self._buffered + len(data) > self._budget:
+                self.log.warning("request buffers full: closing a connection still sending")
+                self._drop(conn)
+                return
+            self._buffered += len(data)
+            conn.received += data
+            if len(conn.received) > self._max_body + _HEAD_LIMIT:
+                break
+        if request_complete(conn.received, self._max_body):
+            self._hand_over(conn)
+        elif ended:
+            # Cut short: the parser reports it (a 400 for a body, nothing for a bare close).
+            self._hand_over(conn) if conn.received else self._drop(conn)
+        elif not conn.continued and b"\r\n\r\n" in conn.received:
+            head = bytes(conn.received).partition(b"\r\n\r\n")[0].lower()
+            if b"\r\nexpect: 100-continue" in head and b" http/1.1\r\n" in head + b"\r\n":
+                conn.continued = True
+                self._send_quietly(conn, _CONTINUE)
+
+    def _handshake(self, conn: _Connection) -> bool:
+        try:
+            conn.raw.do_handshake()  # type: ignore[attr-defined]
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False
+        except (ssl.SSLError, OSError):
+            self._drop(conn)
+            return False
+        conn.handshaking = False
+        return True
+
+    def _send_quietly(self, conn: _Connection, data: bytes) -> None:
+        with contextlib.suppress(OSError):  # a full buffer: the client waits 1 s and sends
+            conn.raw.send(data)
+
+    def _hand_over(self, conn: _Connection) -> None:
+        self._stop_receiving(conn)
+        conn.sock.load(bytes(conn.received))
+        conn.received = bytearray()
+        self.enqueue_req(conn)
+
+    def _stop_receiving(self, conn: _Connection) -> None:
+        self._unwatch(conn)
+        if conn in self._receiving:
+            self._receiving.discard(conn)
+            self._buffered -= len(conn.received)
+
+    def _unwatch(self, conn: _Connection) -> None:
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(conn.raw)
+
+    def _drop(self, conn: _Connection) -> None:
+        self._stop_receiving(conn)
+        self.nr_conns -= 1
+        conn.close()
+
+    def finish_request(self, conn: _Connection, fs: Any) -> None:
+        try:
+            keepalive = bool(not fs.cancelled() and fs.result())
+        except Exception:
+            keepalive = False
+        if keepalive and self.alive and not conn.sock.exhausted:
+            # The next request may already be here, pipelined behind this one.
+            conn.received = bytearray(conn.parser.unreader.take_buffered() + conn.sock.unread())
+            conn.continued = False
+            conn.deadline = time.monotonic() + (
+                self._timeout if conn.received else self.cfg.keepalive
+            )
+            self._receive(conn)
+            if conn.received and request_complete(conn.received, self._max_body):
+                self._hand_over(conn)
+            return
+        self._linger(conn)
+
+    def _linger(self, conn: _Connection) -> None:
+        """Close after the client has had a moment to stop sending, without blocking the loop."""
+        try:
+            conn.raw.setblocking(False)
+            conn.raw.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.nr_conns -= 1
+            conn.close()
+            return
+        conn.received = bytearray()
+        conn.deadline = time.monotonic() + _LINGER_SECONDS
+        self._receiving.add(conn)
+        self._watch(conn, self._on_lingering_readable)
+
+    def _on_lingering_readable(self, conn: _Connection, _raw: Any) -> None:
+        try:
+            if conn.raw.recv(_RECV_SIZE):
+                return
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        except OSError:
+            pass
+        self._drop(conn)
+
+    def murder_pending(self) -> None:
+        """Close connections past their deadline: too slow to send a request, idle too long
+        between requests, or lingering after their last answer."""
+        now = time.monotonic()
+        for conn in [c for c in self._receiving if c.deadline <= now]:
+            self._drop(conn)
+        super().murder_pending()
