@@ -36,7 +36,8 @@ _READY_TIMEOUT = 60.0
 def _service_command(app: str, port: int, workers: int) -> list[str]:
     return [
         sys.executable, "-m", "gunicorn", "--bind", f"{HOST}:{port}", "--workers", str(workers),
-        "--threads", "4", "--worker-class", "kamus_service.worker.BufferingWorker", "--graceful-timeout", "5",
+        "--threads", "4", "--worker-class", "kamus_service.worker.BufferingWorker",
+        "--graceful-timeout", "5",
         # No SO_REUSEPORT here: a second `kamus-dev up` must fail on the taken port, not share it.
         "--no-control-socket", app,
     ]  # fmt: skip
