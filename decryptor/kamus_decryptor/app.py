@@ -328,7 +328,7 @@ def create_app(
     app = new_app(
         "kamus_decryptor",
         settings,
-        readiness=[provider.check_ready, reviewer.check_ready],
+        readiness={"kms": provider.check_ready, "tokenreview": reviewer.check_ready},
         openapi=OPENAPI,
         registry=registry,
     )

@@ -84,7 +84,7 @@ def create_app(
     app = new_app(
         "kamus_encryptor",
         settings,
-        readiness=[provider.check_ready],
+        readiness={"kms": provider.check_ready},
         openapi=OPENAPI,
         registry=registry,
     )

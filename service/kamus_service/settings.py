@@ -181,6 +181,9 @@ SPEC: tuple[Variable, ...] = (
              "Largest secret accepted for encryption; larger ones get 413."),
     Variable("MAX_BODY_BYTES", _positive_int, "1048576",
              "Largest request body accepted (chunked bodies included); larger ones get 413."),
+    Variable("READINESS_CHECK_SECONDS", _non_negative_float, "5",
+             "How long a dependency check made for /readyz is reused (per process): probes, "
+             "however many, cost one TokenReview or KMS call per interval."),
     Variable("CLIENT_TIMEOUT_SECONDS", _positive_float, "5",
              "How long a client may take to send a whole request (from connecting, or from the "
              "request's first byte on a kept-alive connection) and to take each write of the "
@@ -277,6 +280,7 @@ class Settings:
     max_plaintext_bytes: int = 65536
     max_body_bytes: int = 1048576
     client_timeout_seconds: float = 5.0
+    readiness_check_seconds: float = 5.0
     padding_bucket: int = 32
     allow_default_service_account: bool = False
     token_audiences: tuple[str, ...] = ("kamus",)

@@ -6,10 +6,11 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Request, Response, jsonify
+from flask import Flask, Request, Response, jsonify, request
 from flask.sessions import NullSession, SessionInterface, SessionMixin
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,9 +21,9 @@ from prometheus_client import (
 )
 from werkzeug.routing import Map
 
-from kamus_kms.errors import KamusError
-from kamus_service.errors import error_response, register_error_handlers
+from kamus_service.errors import register_error_handlers
 from kamus_service.logs import write_event
+from kamus_service.readiness import Readiness, ReadinessCheck
 from kamus_service.settings import Settings
 
 if TYPE_CHECKING:
@@ -35,8 +36,6 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 # The environ key under which routes find this request's id (the client's X-Request-Id when
 # well-formed, else a new one).
 REQUEST_ID = "kamus.request_id"
-
-ReadinessCheck = Callable[[], None]
 
 
 class HttpMetrics:
@@ -157,11 +156,14 @@ def new_app(
     name: str,
     settings: Settings,
     *,
-    readiness: list[ReadinessCheck],
+    readiness: Mapping[str, ReadinessCheck],
     openapi: dict[str, Any],
     registry: CollectorRegistry,
 ) -> Flask:
-    """A Flask app with the routes and plumbing every Kamus service has."""
+    """A Flask app with the routes and plumbing every Kamus service has.
+
+    ``readiness`` names each remote dependency's check (kamus_service.readiness).
+    """
     app = Flask(name)
     # Kamus services keep no sessions: every request gets the same read-only null session
     # instead of a signing check and a fresh object.
@@ -181,18 +183,24 @@ def new_app(
     def healthz() -> Response:
         return jsonify(status="ok")
 
+    dependencies = Readiness(readiness, registry, interval=settings.readiness_check_seconds)
+
     @app.get("/readyz")
     def readyz() -> Response:
-        for check in readiness:
-            try:
-                check()
-            except Exception as exc:
-                message = str(exc) if isinstance(exc, KamusError) else "a dependency failed"
-                log.warning("not ready", extra={"error": type(exc).__name__})
-                response = error_response(503, "not_ready", message)
-                response.headers["Retry-After"] = "5"
-                return response
-        return jsonify(status="ready")
+        states = dependencies.states()
+        if "verbose" not in request.args:
+            return jsonify(status="ready")
+        return jsonify(
+            status="ready",
+            dependencies={
+                name: {
+                    "ready": state.ready,
+                    "error": state.error,
+                    "since": datetime.fromtimestamp(state.since, UTC).isoformat(),
+                }
+                for name, state in states.items()
+            },
+        )
 
     @app.get("/metrics")
     def metrics_route() -> Response:

@@ -120,7 +120,7 @@ def test_a_pod_token_of_the_bound_scope_decrypts(
     assert (response.status_code, response.text) == (200, SECRET)
 
 
-def test_a_decryptor_not_allowed_to_review_tokens_is_not_ready_and_decrypts_nothing(
+def test_a_decryptor_not_allowed_to_review_tokens_says_so_and_decrypts_nothing(
     cluster: Cluster,
     service_env: dict[str, str],
     ciphertext: str,
@@ -130,10 +130,12 @@ def test_a_decryptor_not_allowed_to_review_tokens_is_not_ready_and_decrypts_noth
     cluster.unprivileged_kubeconfig(folder / "kubeconfig")
     env = {**service_env, "KAMUS_KUBECONFIG": str(folder / "kubeconfig")}
     with gunicorn("kamus_decryptor:create_app()", env, folder, workers=1) as service:
-        ready = requests.get(f"{service.url}/readyz", timeout=10)
+        ready = requests.get(f"{service.url}/readyz?verbose", timeout=10)
         response = _decrypt(service, ciphertext, cluster.mint("team-a", "app"))
         output = service.output()
-    assert ready.status_code == 503
+    assert ready.status_code == 200  # reported, not enforced: the same holds for every replica
+    state = ready.json()["dependencies"]["tokenreview"]
+    assert (state["ready"], state["error"]) == (False, "unavailable")
     assert _error(response) == (503, "unavailable")
     assert SECRET not in response.text
     assert "TokenReview refused the decryptor's credentials" in output  # tells the operator
@@ -182,6 +184,18 @@ def test_an_invalid_token_gets_401_and_no_plaintext(
     response = _decrypt(decryptor_on, ciphertext, INVALID_TOKENS[kind](cluster))
     assert _error(response) == (401, "unauthorized")
     assert SECRET not in response.text
+
+
+def test_readiness_probes_cost_at_most_one_token_review_per_interval(
+    cluster: Cluster, decryptor_on: Service
+) -> None:
+    before, started = cluster.tokenreviews(), time.monotonic()
+    with requests.Session() as session:
+        answers = [session.get(f"{decryptor_on.url}/readyz", timeout=10) for _ in range(300)]
+    elapsed = time.monotonic() - started
+    assert {a.status_code for a in answers} == {200}
+    # Two worker processes, each checking at most once per 5 s interval.
+    assert cluster.tokenreviews() - before <= 2 * (1 + int(elapsed / 5))
 
 
 def test_revoked_identities_stop_decrypting_once_the_review_caches_expire(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,6 +19,7 @@ from kamus_kms.envelope import KeyMode
 TokenFactory = Callable[..., str]
 CASES = [(b, m) for b in REMOTE_BACKENDS for m in KeyMode]
 SECRETS = {"db-password": "hunter2-over-kms", "api-key": "sk_kms_0123"}
+READINESS_CHECK_SECONDS = 0.5
 
 
 @pytest.fixture(params=CASES, ids=lambda case: f"{case[0]}-{case[1].value}")
@@ -32,6 +34,7 @@ def stack(
     backend = backends[name]
     env = {k: v for k, v in service_env.items() if k != "KAMUS_KEYRING_FILE"}
     env |= backend.service_env(mode)
+    env["KAMUS_READINESS_CHECK_SECONDS"] = str(READINESS_CHECK_SECONDS)
     with ExitStack() as services:
         encryptor = services.enter_context(
             gunicorn("kamus_encryptor:create_app()", env, tmp_path / "enc", workers=1)
@@ -83,14 +86,23 @@ def test_secrets_flow_from_kamus_cli_to_pod_files_over_the_kms(
         assert value not in logs
 
 
-def test_readiness_follows_the_kms(
+def _kms_state(service: Service) -> tuple[int, dict[str, object]]:
+    response = requests.get(f"{service.url}/readyz?verbose", timeout=30)
+    return response.status_code, response.json()["dependencies"]["kms"]
+
+
+def test_readiness_reports_the_kms_without_emptying_the_service(
     stack: tuple[Service, Service, Backend], token: TokenFactory
 ) -> None:
     encryptor, decryptor, backend = stack
-    assert requests.get(f"{decryptor.url}/readyz", timeout=30).status_code == 200
+    assert _kms_state(decryptor)[1]["ready"] is True
     with backend.outage():
-        assert requests.get(f"{encryptor.url}/readyz", timeout=30).status_code == 503
+        time.sleep(READINESS_CHECK_SECONDS)  # the last check expires
+        status, kms = _kms_state(encryptor)
+        assert (status, kms["ready"], kms["error"]) == (200, False, "unavailable")
         body = {"data": "x", "namespace": "team-k", "service-account": "app"}
         response = requests.post(f"{encryptor.url}/api/v1/encrypt", json=body, timeout=30)
         assert (response.status_code, response.json()["error"]) == (503, "unavailable")
-    assert requests.get(f"{encryptor.url}/readyz", timeout=30).status_code == 200
+    time.sleep(READINESS_CHECK_SECONDS)
+    status, kms = _kms_state(encryptor)
+    assert (status, kms["ready"], kms["error"]) == (200, True, None)

@@ -241,6 +241,8 @@ components need it. Only files the configuration uses are listed.
   value: {{ $v.maxPlaintextBytes | int | quote }}
 - name: KAMUS_MAX_BODY_BYTES
   value: {{ $v.maxBodyBytes | int | quote }}
+- name: KAMUS_READINESS_CHECK_SECONDS
+  value: {{ $v.readinessCheckSeconds | quote }}
 - name: KAMUS_CLIENT_TIMEOUT_SECONDS
   value: {{ $v.clientTimeoutSeconds | quote }}
 - name: KAMUS_PADDING_BUCKET

@@ -85,10 +85,11 @@ def test_reviews_that_are_not_a_kamus_service_account_are_refused(
         reviewer.review(answer)
 
 
-def test_readiness_is_503_when_token_review_is_unreadable(
+def test_readiness_reports_a_token_review_it_cannot_read(
     reviewer: KubernetesTokenReviewer, keyring: Keyring
 ) -> None:
     settings = Settings(service="decryptor", keyring=keyring.to_json(), audit_key=b"k" * 32)
     client = create_app(settings, reviewer=reviewer).test_client()
-    response = client.get("/readyz")
-    assert (response.status_code, response.get_json()["error"]) == (503, "not_ready")
+    response = client.get("/readyz?verbose")
+    assert response.status_code == 200
+    assert response.get_json()["dependencies"]["tokenreview"]["ready"] is False
