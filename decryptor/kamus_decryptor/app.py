@@ -97,7 +97,10 @@ class Decryptor:
         environ = current.environ
         token = _bearer_token(current)
         source = environ.get("REMOTE_ADDR") or "unknown"
-        keys = (f"source:{source}", f"token:{token_key(token)}" if token else None)
+        # Failures count against the caller: its token. Pods on one node, or behind SNAT or an
+        # ingress, share a source address, so an address key would let one broken pod lock its
+        # neighbours out. Only requests without a token (which no one can verify) count by address.
+        keys = (f"token:{token_key(token)}",) if token else (f"source:{source}",)
         audited = self.audit.attempt(
             action, environ.get(REQUEST_ID, ""), source, environ.get("HTTP_USER_AGENT")
         )

@@ -1,8 +1,9 @@
-"""Limiting failed decrypt attempts per source address and per token.
+"""Limiting failed decrypt attempts per caller.
 
 Only failures count (400, 401, 403), so a legitimate pod that decrypts its own secrets is never
-slowed down, while someone probing ciphertexts or tokens is answered 429 once they pass the limit
-within the current minute.
+slowed down, while someone probing ciphertexts or retrying a bad token is answered 429 once they
+pass the limit within the current minute. The decryptor keys a caller by its token (by source
+address only for requests with none), and each worker process counts on its own.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ can fail to give an answer is UnavailableError (503): the decryptor fails closed
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ _EXTRA_POD_UID = "authentication.kubernetes.io/pod-uid"
 _EXTRA_NODE_NAME = "authentication.kubernetes.io/node-name"
 _EXTRA_CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
 _MAX_REASON = 300
+_JWT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +157,10 @@ class KubernetesTokenReviewer:
         self.metrics = metrics or ReviewMetrics(CollectorRegistry())
 
     def review(self, token: str) -> Caller:
+        if not _JWT.fullmatch(token):
+            # Service-account tokens are always JWTs: anything else is refused without an API
+            # call, so a flood of junk costs the API server nothing.
+            raise AuthenticationError("the token is not a service-account token (not a JWT)")
         started = time.perf_counter()
         try:
             caller = self._review(token)

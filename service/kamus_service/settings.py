@@ -221,8 +221,9 @@ SPEC: tuple[Variable, ...] = (
              "Expected `iss` of tokens in hybrid mode; unset: the issuer of the cluster's OIDC "
              "discovery document.", services=DECRYPTOR),
     Variable("RATE_LIMIT_FAILURES_PER_MINUTE", _non_negative_int, "30",
-             "Failed attempts (400/401/403) allowed per source address and per token each "
-             "minute; beyond, 429 with Retry-After. 0 disables.", services=DECRYPTOR),
+             "Failed attempts (400/401/403) allowed per token (per source address for requests "
+             "without one) each minute and worker process; beyond, 429 with Retry-After. 0 "
+             "disables.", services=DECRYPTOR),
     Variable("LEGACY_KEY", _base64_key, None,
              "Migration from the original Kamus: its AES key (base64, 32 bytes). When set, the "
              "decryptor also opens Kamus `iv:ciphertext` texts for the caller's own scope, "

@@ -41,6 +41,14 @@ ANSWERS: dict[str, tuple[int, str]] = {
 }
 
 
+REVIEWS: list[str] = []
+
+
+def _jwt(answer: str) -> str:
+    """A JWT-shaped token whose first part names the canned answer it gets."""
+    return f"{answer}.payload.signature"
+
+
 @pytest.fixture(scope="module")
 def api_url() -> Iterator[str]:
     """A canned API server: the token names the answer it gets."""
@@ -49,7 +57,8 @@ def api_url() -> Iterator[str]:
     @app.post("/apis/authentication.k8s.io/v1/tokenreviews")
     def review() -> Response:
         token = (request.get_json(force=True).get("spec") or {}).get("token", "")
-        status, body = ANSWERS.get(token, ANSWERS["not-json"])
+        REVIEWS.append(token)
+        status, body = ANSWERS.get(token.split(".")[0], ANSWERS["not-json"])
         return Response(body, status=status, mimetype="application/json")
 
     with serve_in_thread(app) as url:
@@ -69,7 +78,7 @@ def test_unreadable_or_failed_reviews_are_unavailable(
     reviewer: KubernetesTokenReviewer, answer: str
 ) -> None:
     with pytest.raises((UnavailableError, AuthenticationError)) as caught:
-        reviewer.review(answer)
+        reviewer.review(_jwt(answer))
     if answer != "empty-object":  # `{}` reads as "not authenticated": a 401, also fail-closed
         assert isinstance(caught.value, UnavailableError)
 
@@ -82,7 +91,7 @@ def test_reviews_that_are_not_a_kamus_service_account_are_refused(
     reviewer: KubernetesTokenReviewer, answer: str, error: type[Exception]
 ) -> None:
     with pytest.raises(error):
-        reviewer.review(answer)
+        reviewer.review(_jwt(answer))
 
 
 def test_readiness_reports_a_token_review_it_cannot_read(
@@ -93,3 +102,13 @@ def test_readiness_reports_a_token_review_it_cannot_read(
     response = client.get("/readyz?verbose")
     assert response.status_code == 200
     assert response.get_json()["dependencies"]["tokenreview"]["ready"] is False
+
+
+@pytest.mark.parametrize("token", ["garbage", "a.b", "a.b.c.d", "x.y.z w", "ä.b.c"])
+def test_a_token_that_is_not_a_jwt_is_refused_without_an_api_call(
+    reviewer: KubernetesTokenReviewer, token: str
+) -> None:
+    before = len(REVIEWS)
+    with pytest.raises(AuthenticationError, match="not a JWT"):
+        reviewer.review(token)
+    assert len(REVIEWS) == before
