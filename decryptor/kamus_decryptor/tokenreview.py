@@ -187,8 +187,9 @@ class KubernetesTokenReviewer:
             if exc.status in (401, 403):
                 # Our own credentials are wrong: an operator must act, callers can only retry.
                 log.error(
-                    "TokenReview refused the decryptor's credentials; it needs the ClusterRole "
-                    "system:auth-delegator",
+                    "TokenReview refused the decryptor's credentials; its service account needs "
+                    "`create` on `tokenreviews` (authentication.k8s.io), as the chart's "
+                    "ClusterRole grants",
                     extra={"status": exc.status},
                 )
             else:

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from kube_apiserver import KubeAPIServer
 
 pytestmark = pytest.mark.integration
 
 Manifests = Callable[[str], list[dict[str, Any]]]
-EXAMPLE_CHART = Path(__file__).resolve().parents[2] / "charts" / "kamus-example-workload"
+CHART = Path(__file__).resolve().parents[2] / "charts" / "kamus"
+EXAMPLE_CHART = CHART.parent / "kamus-example-workload"
 NAMESPACE = "kamus"  # where the chart tests render the kamus chart
 RESTRICTED = {
     f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")
@@ -77,3 +79,39 @@ def test_a_pod_template_outside_restricted_is_reported(
     (problem,) = refusals(apiserver, [loosened], NAMESPACE)
     assert "would violate PodSecurity" in problem
     assert "allowPrivilegeEscalation" in problem
+
+
+@pytest.mark.parametrize("tokens", ["tokenreview", "hybrid"])
+def test_the_charts_rbac_lets_the_decryptor_review_tokens_and_nothing_else(
+    apiserver: KubeAPIServer, objects_of: Callable[..., list[dict[str, Any]]], tokens: str
+) -> None:
+    """Created for real: the decryptor's account may create TokenReviews (and, in hybrid mode,
+    read the OIDC documents), and is refused what system:auth-delegator would add."""
+    values = {"keyring": {"existingSecret": {"name": "k"}},
+              "auditKey": {"existingSecret": {"name": "k"}},
+              "decryptor": {"tokenVerification": tokens}}  # fmt: skip
+    namespace = f"rbac-{tokens}"
+    apiserver.create_namespace(namespace)
+    rendered = objects_of(CHART, values, release="kamus", namespace=namespace)
+    for manifest in rendered:
+        if manifest["kind"] in {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}:
+            apiserver.apply(manifest)
+    token = apiserver.mint(namespace, "kamus-decryptor", (), expiration_seconds=3600)
+
+    def call(method: str, path: str, body: dict[str, Any] | None = None) -> int:
+        response = requests.request(
+            method, f"{apiserver.url}{path}", json=body, timeout=10,
+            headers={"Authorization": f"Bearer {token}"}, verify=str(apiserver.ca_file),
+        )  # fmt: skip
+        return response.status_code
+
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+              "spec": {"token": "x.y.z", "audiences": ["kamus"]}}  # fmt: skip
+    attributes = {"verb": "get", "resource": "secrets"}
+    access = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+              "spec": {"user": "someone", "resourceAttributes": attributes}}  # fmt: skip
+    assert call("POST", "/apis/authentication.k8s.io/v1/tokenreviews", review) == 201
+    assert call("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", access) == 403
+    assert call("GET", f"/api/v1/namespaces/{namespace}/secrets") == 403
+    if tokens == "hybrid":
+        assert call("GET", "/openid/v1/jwks") == 200

@@ -98,23 +98,27 @@ def test_only_the_decryptor_gets_an_api_token(case: str, manifests: Manifests) -
     assert decryptor["serviceAccountName"] != encryptor["serviceAccountName"]
 
 
-def test_only_the_decryptor_account_may_review_tokens(case: str, manifests: Manifests) -> None:
+def test_only_the_decryptor_account_may_review_tokens_and_nothing_else(
+    case: str, manifests: Manifests
+) -> None:
     rendered = manifests(case)
     decryptor_account = pod_specs(rendered)["kamus-decryptor"]["serviceAccountName"]
-    bindings = objects(rendered, "ClusterRoleBinding")
-    roles = sorted(b["roleRef"]["name"] for b in bindings.values())
-    hybrid = case == "hybrid-tokens"
-    expected = ["system:auth-delegator"]
-    if hybrid:
-        expected.append("system:service-account-issuer-discovery")
-    assert roles == expected
-    for binding in bindings.values():
-        assert binding["roleRef"]["kind"] == "ClusterRole"
-        assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": decryptor_account, "namespace": "kamus"}
-        ]
-    # The chart binds built-in roles only: it grants nothing of its own making.
-    assert not {"Role", "ClusterRole", "RoleBinding"} & {m["kind"] for m in rendered}
+    (role,) = objects(rendered, "ClusterRole").values()
+    rules = [{"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"],
+              "verbs": ["create"]}]  # fmt: skip
+    if case == "hybrid-tokens":
+        rules.append({"nonResourceURLs": ["/.well-known/openid-configuration", "/openid/v1/jwks"],
+                      "verbs": ["get"]})  # fmt: skip
+    assert role["rules"] == rules
+    (binding,) = objects(rendered, "ClusterRoleBinding").values()
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }  # fmt: skip
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": decryptor_account, "namespace": "kamus"}
+    ]
+    assert not {"Role", "RoleBinding"} & {m["kind"] for m in rendered}
 
 
 def test_keys_are_read_only_files_never_environment_values(case: str, manifests: Manifests) -> None:
