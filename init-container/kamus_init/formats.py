@@ -37,6 +37,7 @@ class OutputSpec:
 
     file_name: str
     template: TemplateFile | None = None
+    raw_cfg_values: bool = False  # Kamus's cfg: values written as they are, line breaks included
 
 
 Format = Callable[[Mapping[str, str], OutputSpec], dict[str, bytes]]
@@ -79,9 +80,35 @@ def render_json(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, by
     return _single(spec, "{ \n" + "".join(lines) + "}")
 
 
+# Characters that end a line for some reader of a cfg file (Python's splitlines() among them).
+_LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def _cfg_line(name: str, value: str, spec: OutputSpec, *, quoted: bool = False) -> str:
+    """``name=value``, refusing a value that would add or override keys (unless raw).
+
+    Anyone may encrypt for a scope, so a value is not trusted: a line break in it starts a line of
+    the attacker's choosing, and in cfg-strict a ``"`` ends the quoted string early.
+    """
+    if not spec.raw_cfg_values:
+        if any(ch in _LINE_BREAKS for ch in value):
+            raise InputError(
+                f"the value of {name!r} holds a line break, which would add lines to the cfg"
+                " file; use -f files, json or yaml for it, or --raw-cfg-values to write it as"
+                " Kamus did"
+            )
+        if quoted and '"' in value:
+            raise InputError(
+                f"the value of {name!r} holds a double quote, which would end its quoted string"
+                " early in cfg-strict; use -f files, json or yaml for it, or --raw-cfg-values to"
+                " write it as Kamus did"
+            )
+    return f'{name}="{value}"\n' if quoted else f"{name}={value}\n"
+
+
 def render_cfg(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, bytes]:
     """Kamus's cfg.ejs: ``name=value`` lines, JSON objects and arrays compacted to one line."""
-    lines = (f"{name}={stringify_if_json(value)}\n" for name, value in plaintexts.items())
+    lines = (_cfg_line(name, stringify_if_json(value), spec) for name, value in plaintexts.items())
     return _single(spec, "".join(lines))
 
 
@@ -91,14 +118,14 @@ def render_cfg_strict(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[s
     for name, plaintext in plaintexts.items():
         ok, value = parsed_json(plaintext)
         if not ok:
-            lines.append(f'{name}="{plaintext}"\n')
+            lines.append(_cfg_line(name, plaintext, spec, quoted=True))
         elif isinstance(value, str):
             # Kamus's client had already unquoted a JSON string plaintext before quoting it again.
-            lines.append(f'{name}="{value}"\n')
+            lines.append(_cfg_line(name, value, spec, quoted=True))
         elif isinstance(value, dict | list):
-            lines.append(f"{name}={compact_json(value)}\n")
+            lines.append(_cfg_line(name, compact_json(value), spec))
         else:
-            lines.append(f"{name}={plaintext.strip()}\n")
+            lines.append(_cfg_line(name, plaintext.strip(), spec))
     return _single(spec, "".join(lines))
 
 

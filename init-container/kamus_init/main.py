@@ -41,7 +41,12 @@ def run(settings: Settings, *, backoff: Backoff | None = None) -> int:
         plaintexts = call_with_retries(attempt, deadline=settings.deadline, backoff=backoff)
     render = FORMATS[settings.output_format]
     files = render(
-        plaintexts, OutputSpec(file_name=settings.decrypted_file_name, template=settings.template)
+        plaintexts,
+        OutputSpec(
+            file_name=settings.decrypted_file_name,
+            template=settings.template,
+            raw_cfg_values=settings.raw_cfg_values,
+        ),
     )
     write_atomically(settings.decrypted_path, files, mode=settings.file_mode)
     return len(plaintexts)

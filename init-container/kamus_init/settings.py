@@ -43,6 +43,7 @@ class Settings:
     encrypted_files: tuple[Path, ...] = ()
     template: TemplateFile | None = None
     ca_bundle: Path | None = None
+    raw_cfg_values: bool = False
 
 
 def output_format(value: str) -> str:
@@ -124,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         " an encrypted folder is not taken as a ciphertext",
     )
     parser.add_argument(
+        "--raw-cfg-values",
+        action="store_true",
+        help="cfg and cfg-strict: write values exactly as Kamus did, even with a line break"
+        " (or, in cfg-strict, a double quote) that lets a value add or override keys",
+    )
+    parser.add_argument(
         "--ca-bundle",
         type=Path,
         metavar="FILE",
@@ -202,6 +209,7 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Set
         encrypted_files=tuple(args.encrypted_file),
         template=template,
         ca_bundle=ca_bundle,
+        raw_cfg_values=args.raw_cfg_values,
     )
 
 

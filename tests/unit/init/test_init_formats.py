@@ -257,3 +257,49 @@ def test_env_format_with_an_invalid_name_writes_nothing_and_exits_3(
     err = capsys.readouterr().err
     assert "'api.key', 'db-password' cannot be environment variable names" in err
     assert "SENTINEL" not in err
+
+
+INJECTING = {
+    "cfg": ["ok\nadmin=true", "ok\r\nadmin=true", "ok\u2028admin=true", "ok\x85admin=true"],
+    "cfg-strict": ["ok\nadmin=true", 'ok"\nadmin="true', 'ok" admin="true'],
+}
+
+
+@pytest.mark.parametrize(
+    ("output_format", "value"),
+    [(fmt, value) for fmt, values in INJECTING.items() for value in values],
+)
+def test_a_cfg_value_that_would_add_keys_is_refused_naming_the_item_not_the_value(
+    tmp_path: Path,
+    decrypted: Path,
+    environ: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    output_format: str,
+    value: str,
+) -> None:
+    folder = configmap_folder(tmp_path / "cm", {"greeting": PREFIX + "SENTINEL-" + value})
+
+    assert main(["-e", str(folder), "-d", str(decrypted), "-f", output_format], environ) == 3
+
+    assert list(decrypted.iterdir()) == []
+    err = capsys.readouterr().err
+    assert "the value of 'greeting' holds a" in err
+    assert "--raw-cfg-values" in err
+    assert "SENTINEL" not in err
+
+
+@pytest.mark.parametrize(
+    ("output_format", "line"),
+    [("cfg", "greeting=SENTINEL-ok\nadmin=true\n"),
+     ("cfg-strict", 'greeting="SENTINEL-ok"\nadmin="true"\n')],
+)  # fmt: skip
+def test_raw_cfg_values_are_written_as_kamus_did(
+    tmp_path: Path, decrypted: Path, environ: dict[str, str], output_format: str, line: str
+) -> None:
+    value = INJECTING[output_format][0 if output_format == "cfg" else 1]
+    folder = configmap_folder(tmp_path / "cm", {"greeting": PREFIX + "SENTINEL-" + value})
+    argv = ["-e", str(folder), "-d", str(decrypted), "-f", output_format, "--raw-cfg-values"]
+
+    assert main(argv, environ) == 0
+
+    assert (decrypted / "config.cfg").read_text() == line
