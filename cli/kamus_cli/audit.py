@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import json
 import os
 import re
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 from kamus_cli.errors import InputError
 from kamus_cli.exitcodes import ExitCode
 from kamus_cli.program import run_program
-from kamus_decryptor.auditfile import read_records, verify
+from kamus_decryptor.auditfile import escape_unsafe, json_line, read_records, verify
 
 PROGRAM = "kamus-audit"
 KEY_ENV = "KAMUS_AUDIT_KEY"
@@ -225,7 +224,7 @@ def _scopes(record: Record) -> list[str]:
 
 
 def _cell(value: object) -> str:
-    return "-" if value is None or value == "" else str(value)
+    return "-" if value is None or value == "" else escape_unsafe(str(value))
 
 
 def _row(record: Record) -> tuple[str, ...]:
@@ -254,7 +253,7 @@ def _query(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode:
     selected = filter(_matches(args), _records(args.file))
     if args.format == "jsonl":
         for record in selected:
-            print(json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")))
+            print(json_line(record))
     else:
         _print_table(_row(record) for record in selected)
     return ExitCode.OK

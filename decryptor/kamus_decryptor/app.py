@@ -38,7 +38,7 @@ from kamus_service.keys import audit_key_from_settings
 from kamus_service.logs import configure_logging
 from kamus_service.providers import provider_from_settings, sealer_from_settings
 from kamus_service.settings import Settings, exit_on_configuration_error, load_settings
-from kamus_service.webapp import REQUEST_ID, new_app
+from kamus_service.webapp import CLIENT_REQUEST_ID, REQUEST_ID, new_app
 
 routes = Blueprint("decryptor", __name__)
 Parsed = Ciphertext | LegacyCiphertext
@@ -102,7 +102,11 @@ class Decryptor:
         # neighbours out. Only requests without a token (which no one can verify) count by address.
         keys = (f"token:{token_key(token)}",) if token else (f"source:{source}",)
         audited = self.audit.attempt(
-            action, environ.get(REQUEST_ID, ""), source, environ.get("HTTP_USER_AGENT")
+            action,
+            environ.get(REQUEST_ID, ""),
+            source,
+            environ.get("HTTP_USER_AGENT"),
+            client_request_id=environ.get(CLIENT_REQUEST_ID),
         )
         return _Attempt(self, action, token, keys, audited)
 

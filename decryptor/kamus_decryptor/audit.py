@@ -38,7 +38,8 @@ class AuditEvent:
     reason: str = "internal_error"
     caller: dict[str, str | None] | None = None
     items: list[dict[str, Any]] = field(default_factory=list)
-    time: str = field(default_factory=timestamp)
+    client_request_id: str | None = None
+    time: str = ""  # when the attempt ended: set as the event is emitted
 
     def set_caller(self, caller: Caller) -> None:
         """Record who the token proved the caller to be."""
@@ -51,6 +52,7 @@ class AuditEvent:
             "time": self.time,
             "action": self.action,
             "request_id": self.request_id,
+            "client_request_id": self.client_request_id,
             "outcome": self.outcome,
             "reason": self.reason,
             "caller": self.caller,
@@ -118,14 +120,24 @@ class AuditTrail:
         return described
 
     def attempt(
-        self, action: str, request_id: str, source_ip: str | None, user_agent: str | None
+        self,
+        action: str,
+        request_id: str,
+        source_ip: str | None,
+        user_agent: str | None,
+        *,
+        client_request_id: str | None = None,
     ) -> AuditedAttempt:
         """The event of one attempt, emitted exactly once however the attempt ends."""
-        event = AuditEvent(action, request_id, source_ip, (user_agent or "")[:_MAX_USER_AGENT])
+        event = AuditEvent(
+            action, request_id, source_ip, (user_agent or "")[:_MAX_USER_AGENT],
+            client_request_id=client_request_id,
+        )  # fmt: skip
         return AuditedAttempt(self, event)
 
     def emit(self, event: AuditEvent, *, required: bool) -> None:
         """Write the event; with `required`, raise AuditWriteError when the file refuses it."""
+        event.time = timestamp()
         fields = event.as_fields()
         if self._file is not None:
             try:

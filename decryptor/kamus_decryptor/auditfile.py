@@ -10,6 +10,12 @@ it. The HMAC key is derived from the audit key with HKDF-SHA256 (info ``kamus au
 the chain key differs from the key of the ciphertext fingerprints in the same events. Without the
 key an edit cannot be hidden by recomputing the chain; deleting records at the very end can only
 be noticed against an anchor ``(seq, mac)`` kept elsewhere.
+
+The line on disk is that canonical JSON with every control, format and line/paragraph separator
+character written as a ``\\uXXXX`` escape (:func:`escape_unsafe`): values come partly from
+requests (a user agent, item names), and a raw U+2028, U+0085 or C1 CSI would split the line for
+some readers or drive the terminal of whoever ``cat``s the file. The escaped line parses to the
+same record, so the MAC is unchanged; lines written before the escaping verify as they are.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import threading
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +84,32 @@ def _mac(chain: bytes, record: dict[str, Any]) -> str:
     return hmac.new(chain, _canonical(body), hashlib.sha256).hexdigest()
 
 
+# Candidates only (anything but printable ASCII): the category test then runs on few characters.
+_NOT_PLAIN = re.compile(r"[^\x20-\x7e]")
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    if unicodedata.category(char) not in _UNSAFE_CATEGORIES:
+        return char
+    return json.dumps(char)[1:-1] if ord(char) > 0xFFFF else f"\\u{ord(char):04x}"
+
+
+def escape_unsafe(text: str) -> str:
+    """``text`` with control, format, separator and unassigned characters as ``\\uXXXX``.
+
+    For JSON text (the escapes keep it valid and equal) and for terminal output alike.
+    """
+    return _NOT_PLAIN.sub(_escaped, text)
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """``record`` as one audit-file line (without the newline): canonical, unsafe characters
+    escaped."""
+    return escape_unsafe(_canonical(record).decode("utf-8"))
+
+
 def _canonical_lossy(event: dict[str, Any]) -> bytes:
     text = json.dumps(event, sort_keys=True, ensure_ascii=False, allow_nan=False)
     return text.encode("utf-8", "replace")
@@ -123,7 +157,7 @@ class AuditFile:
                 seq, prev = self._last(fd)
                 record = {**fields, "seq": seq + 1, "prev": prev}
                 record["mac"] = _mac(self._chain, record)
-                line = _canonical(record) + b"\n"
+                line = (json_line(record) + "\n").encode("utf-8")
                 # One write of the whole line: with O_APPEND it lands at the end in one piece.
                 if os.write(fd, line) != len(line):
                     raise AuditWriteError(
@@ -224,7 +258,8 @@ def _parse(number: int, raw: bytes, chain: bytes) -> _Line:
         return _Line(number, problem="edited: the record has no valid seq, prev and mac")
     try:
         genuine = _same(_mac(chain, record), mac)
-        canonical = _canonical(record) + b"\n" == raw
+        # The escaped line, or the raw canonical bytes of lines written before escaping existed.
+        canonical = raw in {(json_line(record) + "\n").encode("utf-8"), _canonical(record) + b"\n"}
     except ValueError:  # NaN or Infinity: never written by append
         genuine = canonical = False
     if not genuine:

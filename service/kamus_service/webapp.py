@@ -33,9 +33,11 @@ log = logging.getLogger("kamus.http")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Methods outside this set are counted as "other": a client must not grow the label set.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# The environ key under which routes find this request's id (the client's X-Request-Id when
-# well-formed, else a new one).
+# The environ keys under which routes find this request's id, always made here (a client could
+# forge its own to confuse an audit), and the X-Request-Id the client sent, when well-formed.
 REQUEST_ID = "kamus.request_id"
+CLIENT_REQUEST_ID = "kamus.client_request_id"
+_SLASHES = re.compile(r"//+")
 
 
 class HttpMetrics:
@@ -111,14 +113,13 @@ class RequestPlumbing:
         return self._routes
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        # A correlation id, not a secret: the process's PRNG (reseeded in each forked worker) is
+        # enough and costs no system call.
+        rid = f"{random.getrandbits(128):032x}"
+        environ[REQUEST_ID] = rid
         supplied = environ.get("HTTP_X_REQUEST_ID")
         if supplied is not None and _REQUEST_ID.fullmatch(supplied):
-            rid = supplied
-        else:
-            # A correlation id, not a secret: the process's PRNG (reseeded in each forked
-            # worker) is enough and costs no system call.
-            rid = f"{random.getrandbits(128):032x}"
-        environ[REQUEST_ID] = rid
+            environ[CLIENT_REQUEST_ID] = supplied
         started = time.perf_counter()
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -133,7 +134,12 @@ class RequestPlumbing:
 
     def _account(self, environ: WSGIEnvironment, status: str, elapsed: float) -> None:
         path = environ.get("PATH_INFO", "")
-        route = path if path in (self._routes or self.routes) else "unmatched"
+        routes = self._routes or self.routes
+        if path not in routes:
+            # The router serves `//api/v1/decrypt` as `/api/v1/decrypt` (and redirects
+            # `/api//v1/...` there): count them under that route too.
+            path = _SLASHES.sub("/", path)
+        route = path if path in routes else "unmatched"
         method = environ.get("REQUEST_METHOD", "")
         self.metrics.observe(route, method if method in _METHODS else "other", status, elapsed)
         # Only the route and outcome: bodies, headers and query strings may hold secrets.
@@ -143,6 +149,7 @@ class RequestPlumbing:
                 "request",
                 {
                     "request_id": environ[REQUEST_ID],
+                    "client_request_id": environ.get(CLIENT_REQUEST_ID),
                     "method": method[:16],
                     "route": route,
                     "status": int(status),

@@ -10,7 +10,7 @@ import pytest
 
 from kamus_cli.audit import main
 from kamus_cli.exitcodes import ExitCode
-from kamus_decryptor.auditfile import AuditFile
+from kamus_decryptor.auditfile import AuditFile, verify
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -281,3 +281,47 @@ def test_a_file_with_a_broken_line_is_refused_with_a_hint_to_verify(
     assert code == ExitCode.INPUT
     assert "line 6" in err
     assert "kamus-audit verify" in err
+
+
+# U+2028/U+2029 end a line for JavaScript and splitlines(); U+0085 (NEL) too; U+009B is the C1
+# control sequence introducer, and U+202E reverses the text after it on screen.
+UNSAFE = "\u2028\u2029\x85\x9b\u202e\x7f\U000e0041"
+
+
+def test_unsafe_characters_are_escaped_on_disk_and_in_query_output_and_still_verify(
+    run: Run, tmp_path: Path, key: bytes
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    event = {**EVENTS[0], "user_agent": f"curl{UNSAFE}", "request_id": "r-unsafe"}
+    record = AuditFile(path, key, fsync=False).append(event)
+    raw = path.read_text("utf-8")
+
+    assert not set(UNSAFE) & set(raw)
+    assert raw.count("\n") == 1
+    assert len(raw.splitlines()) == 1
+    assert json.loads(raw) == record  # the same record, so the same MAC
+    assert record["user_agent"] == f"curl{UNSAFE}"
+    assert run("verify", str(path), "--key-file", _key_file(tmp_path, key))[0] == ExitCode.OK
+    for output_format in ("jsonl", "table"):
+        code, out, _ = run("query", str(path), "--format", output_format)
+        assert code == ExitCode.OK
+        assert not set(UNSAFE) & set(out)
+    code, out, _ = run("query", str(path), "--format", "jsonl")
+    assert json.loads(out)["user_agent"] == f"curl{UNSAFE}"
+
+
+def test_a_line_written_before_escaping_still_verifies(tmp_path: Path, key: bytes) -> None:
+    path = tmp_path / "audit.jsonl"
+    AuditFile(path, key, fsync=False).append({**EVENTS[0], "user_agent": f"curl{UNSAFE}"})
+    record = json.loads(path.read_text("utf-8"))
+    legacy = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    path.write_text(legacy + "\n", "utf-8")  # the raw characters, as earlier versions wrote them
+
+    assert set(UNSAFE) <= set(path.read_text("utf-8"))
+    assert verify(path, key).ok
+
+
+def _key_file(tmp_path: Path, key: bytes) -> str:
+    path = tmp_path / "key"
+    path.write_text(base64.b64encode(key).decode())
+    return str(path)

@@ -43,7 +43,9 @@ def test_each_request_is_one_line_with_its_route_status_and_id(
     (first, second, third) = _request_lines(capsys.readouterr().out)
     assert first["route"] == "/healthz"
     assert first["status"] == 200
-    assert first["request_id"] == "trace-1" == ok.headers["X-Request-Id"]
+    # The server's own id, and the client's beside it (a client could forge any id).
+    assert first["request_id"] == ok.headers["X-Request-Id"] != "trace-1"
+    assert first["client_request_id"] == "trace-1"
     # Unknown paths are one label, and nothing of the query string is kept.
     assert second["route"] == "unmatched"
     assert second["status"] == 404
@@ -54,6 +56,17 @@ def test_each_request_is_one_line_with_its_route_status_and_id(
     assert third["method"] == "BREW"
     assert wrong_method.headers["Cache-Control"] == "no-store"
     assert wrong_method.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize("path", ["//api/v1/encrypt", "/api//v1/encrypt", "///api/v1//encrypt"])
+def test_path_variants_the_router_serves_count_under_their_route(
+    app: Flask, capsys: pytest.CaptureFixture[str], path: str
+) -> None:
+    environ = {"PATH_INFO": path, "REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/json"}
+    body = b'{"data": "x", "namespace": "a", "service-account": "b"}'
+    app.test_client().open(environ_overrides=environ, data=body)
+    (line,) = _request_lines(capsys.readouterr().out)
+    assert line["route"] == "/api/v1/encrypt"
 
 
 def test_generated_request_ids_differ(app: Flask) -> None:
