@@ -66,6 +66,8 @@ class Readiness:
         self._ready = Gauge(
             "kamus_dependency_ready", "1 when the dependency answered its last check, else 0",
             ["dependency"], registry=registry,
+            # With several worker processes, the latest check made by any of them.
+            multiprocess_mode="mostrecent",
         )  # fmt: skip
 
     def states(self) -> dict[str, DependencyState]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import time
@@ -18,6 +19,7 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from werkzeug.routing import Map
 
@@ -159,6 +161,16 @@ class RequestPlumbing:
             )
 
 
+def _scraped(registry: CollectorRegistry) -> CollectorRegistry:
+    """What a scrape shows: under gunicorn, every worker process of the pod added up
+    (kamus_service.worker.prepare_metrics_directory); otherwise this process's registry."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return registry
+    pod = CollectorRegistry()
+    multiprocess.MultiProcessCollector(pod)  # type: ignore[no-untyped-call]
+    return pod
+
+
 def new_app(
     name: str,
     settings: Settings,
@@ -211,7 +223,8 @@ def new_app(
 
     @app.get("/metrics")
     def metrics_route() -> Response:
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+        # CONTENT_TYPE_LATEST names its charset already: as `mimetype`, Flask would add another.
+        return Response(generate_latest(_scraped(registry)), content_type=CONTENT_TYPE_LATEST)
 
     @app.get("/openapi.json")
     def openapi_route() -> Response:

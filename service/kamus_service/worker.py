@@ -22,13 +22,17 @@ connection that would pass that is closed, so slow uploads cannot exhaust memory
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
+import os
 import re
 import resource
 import selectors
+import shutil
 import socket
 import ssl
+import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
@@ -156,8 +160,45 @@ class _Connection(TConn):  # type: ignore[misc]
             self.raw.close()
 
 
+METRICS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_metrics_directory(under: str | None = None) -> str:
+    """Where the worker processes keep their metrics, empty, named in the environment they inherit.
+
+    prometheus_client's multiprocess mode: each worker writes its numbers to files there and a
+    scrape of any worker adds them all up, so one scrape shows the whole pod. An existing
+    ``PROMETHEUS_MULTIPROC_DIR`` is emptied (a restarted container keeps its emptyDir); without
+    one, a new private folder is made under ``under`` (gunicorn's --worker-tmp-dir) or the
+    system's temporary folder.
+    """
+    directory = os.environ.get(METRICS_DIRECTORY)
+    if directory:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(directory, name))
+    else:
+        directory = tempfile.mkdtemp(prefix="kamus-metrics-", dir=under)
+        os.environ[METRICS_DIRECTORY] = directory
+        atexit.register(_remove_from, os.getpid(), directory)
+    return directory
+
+
+def _remove_from(master: int, directory: str) -> None:
+    # Forked workers inherit atexit handlers: only the master, exiting last, removes the folder.
+    if os.getpid() == master:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 class BufferingWorker(ThreadWorker):  # type: ignore[misc]
     """gthread whose event loop receives whole requests before handing them to threads."""
+
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        # Runs once in the master before any worker is forked: the workers inherit the folder.
+        super().check_config(cfg, log)
+        prepare_metrics_directory(cfg.worker_tmp_dir)
 
     def init_process(self) -> None:
         self._timeout: float = setting("CLIENT_TIMEOUT_SECONDS")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 from gunicorn_process import Service, gunicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from kamus_dev.kubeconfig import write_kubeconfig
 
@@ -138,3 +139,27 @@ def test_a_service_without_keys_refuses_to_start(tmp_path: Path) -> None:
         gunicorn("kamus_encryptor:create_app()", {}, tmp_path, workers=1),
     ):
         pass
+
+
+def _alive_count(url: str) -> float:
+    response = requests.get(f"{url}/metrics", timeout=10)
+    assert response.headers["Content-Type"].count("charset") == 1
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if (sample.name, sample.labels.get("route")) == (
+                "kamus_http_requests_total",
+                "/api/v1/isAlive",
+            ):
+                return sample.value
+    return 0.0
+
+
+def test_one_scrape_shows_the_whole_pods_numbers_whichever_worker_answers(
+    encryptor: Service,
+) -> None:
+    before = {_alive_count(encryptor.url) for _ in range(6)}
+    assert len(before) == 1
+    for _ in range(30):  # a new connection each: both worker processes take some
+        assert requests.get(f"{encryptor.url}/api/v1/isAlive", timeout=10).status_code == 200
+    after = {_alive_count(encryptor.url) for _ in range(6)}
+    assert after == {before.pop() + 30}
