@@ -52,53 +52,85 @@ _MIN_BUFFER_BUDGET = 64 * 1024 * 1024
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
-def request_complete(data: bytes | bytearray, max_body: int) -> bool:
-    """Whether ``data`` holds one whole HTTP/1.x request, or enough for the parser to refuse it.
+class RequestScan:
+    """Tells, as a request's bytes arrive, when they hold the whole request (or enough for the
+    parser to refuse it), looking at each byte once: a body of a million one-byte chunks must not
+    be re-read from its start on every arrival.
 
     Malformed framing counts as complete: gunicorn's parser then answers 400 at once, rather than
-    the connection waiting for bytes that would not make it valid.
+    the connection waiting for bytes that would not make it valid. So does a body over
+    ``max_body``: the app answers 413 without reading it.
     """
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return len(data) > _HEAD_LIMIT
-    length: int | None = None
-    chunked = False
-    for line in bytes(data[:end]).split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"transfer-encoding":
-            chunked = chunked or b"chunked" in value.lower()
-        elif name == b"content-length":
-            if length is not None or not value.strip().isdigit():
+
+    def __init__(self, max_body: int) -> None:
+        self._max_body = max_body
+        self._searched = 0  # the head's end was not found before this offset
+        self._body: int | None = None  # where the body starts, once the head is complete
+        self._length = 0  # Content-Length, when not chunked
+        self._chunked = False
+        self._position = 0  # chunked: where the next chunk-size line starts
+        self._total = 0  # chunked: the body bytes announced so far
+        self.complete = False
+
+    def update(self, data: bytes | bytearray) -> bool:
+        """Whether ``data`` (all bytes received so far for this request) is complete."""
+        if not self.complete:
+            self.complete = self._scan(data)
+        return self.complete
+
+    def _scan(self, data: bytes | bytearray) -> bool:
+        if self._body is None:
+            end = data.find(b"\r\n\r\n", max(self._searched - 3, 0))
+            if end < 0:
+                self._searched = len(data)
+                return len(data) > _HEAD_LIMIT
+            if self._read_head(bytes(data[:end])):
                 return True
-            length = int(value.strip())
-    body = end + 4
-    if chunked:
-        return _chunks_complete(data, body, max_body)
-    if length is None or length > max_body:
-        return True
-    return len(data) - body >= length
+            self._body = self._position = end + 4
+        if self._chunked:
+            return self._chunks_complete(data)
+        return len(data) - self._body >= self._length
+
+    def _read_head(self, head: bytes) -> bool:
+        """Take the framing from the head; True when it is malformed or the body too large."""
+        length: int | None = None
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name, value = name.strip().lower(), value.strip()
+            if name == b"transfer-encoding":
+                self._chunked = self._chunked or b"chunked" in value.lower()
+            elif name == b"content-length":
+                # 18 digits already exceed any body limit; int() refuses over 4,300.
+                if length is not None or not value.isdigit() or len(value) > 18:
+                    return True
+                length = int(value)
+        self._length = length or 0
+        return not self._chunked and self._length > self._max_body
+
+    def _chunks_complete(self, data: bytes | bytearray) -> bool:
+        while True:
+            eol = data.find(b"\r\n", self._position)
+            if eol < 0:
+                return len(data) - self._position > 1024  # an endless size line is malformed
+            size_text = bytes(data[self._position : eol]).partition(b";")[0].strip()
+            if not _HEX.fullmatch(size_text):
+                return True
+            size = int(size_text, 16)
+            if size == 0:
+                # The trailer section, possibly empty, ends with an empty line.
+                return data.find(b"\r\n\r\n", eol) >= 0 or len(data) - eol > _HEAD_LIMIT
+            if self._total + size > self._max_body:
+                return True
+            following = eol + 2 + size + 2
+            if len(data) < following:
+                return False  # this chunk again next time, with more of it received
+            self._total += size
+            self._position = following
 
 
-def _chunks_complete(data: bytes | bytearray, position: int, max_body: int) -> bool:
-    total = 0
-    while True:
-        eol = data.find(b"\r\n", position)
-        if eol < 0:
-            return len(data) - position > 1024  # an endless size line is malformed
-        size_text = bytes(data[position:eol]).partition(b";")[0].strip()
-        if not _HEX.fullmatch(size_text):
-            return True
-        size = int(size_text, 16)
-        if size == 0:
-            # The trailer section, possibly empty, ends with an empty line.
-            return data.find(b"\r\n\r\n", eol) >= 0 or len(data) - eol > _HEAD_LIMIT
-        total += size
-        if total > max_body:
-            return True
-        position = eol + 2 + size + 2
-        if len(data) < position:
-            return False
+def request_complete(data: bytes | bytearray, max_body: int) -> bool:
+    """Whether ``data`` holds one whole HTTP/1.x request (see RequestScan)."""
+    return RequestScan(max_body).update(data)
 
 
 class _ReceivedSocket:
@@ -133,6 +165,21 @@ class _ReceivedSocket:
         else:
             self._raw.setblocking(False)
 
+    def sendall(self, data: bytes, flags: int = 0) -> None:
+        """Send all of ``data`` within the client timeout, in total.
+
+        A TLS socket's own sendall() restarts its timeout for each record: a client reading one
+        16 KiB record just before each timeout could hold a thread for as long as it likes.
+        """
+        deadline = time.monotonic() + self._timeout
+        view = memoryview(data)
+        while view:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the client did not take the answer in time")
+            self._raw.settimeout(remaining)
+            view = view[self._raw.send(view) :]
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._raw, name)
 
@@ -141,12 +188,17 @@ class _Connection(TConn):  # type: ignore[misc]
     """One client connection and the request being received on it."""
 
     def __init__(
-        self, cfg: Any, raw: socket.socket, client: Any, server: Any, timeout: float
-    ) -> None:
+        self, cfg: Any, raw: socket.socket, client: Any, server: Any, *, timeout: float,
+        max_body: int,
+    ) -> None:  # fmt: skip
         super().__init__(cfg, raw, client, server)  # leaves ``raw`` non-blocking
         self.raw = raw
         self.received = bytearray()
+        self.scan = RequestScan(max_body)
         self.deadline = time.monotonic() + timeout
+        # A kept-alive connection waits idle for its next request; the deadline of that request
+        # starts at its first byte. A new connection's deadline runs from the start.
+        self.idle = False
         self.handshaking = isinstance(raw, ssl.SSLSocket)
         self.continued = False
         self.sock = _ReceivedSocket(raw, timeout)
@@ -223,14 +275,21 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
             elif exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
             return
-        self.nr_conns += 1
         raw.setblocking(False)
         if self._tls is not None:
-            raw = self._tls.wrap_socket(
-                raw, server_side=True, do_handshake_on_connect=False,
-                suppress_ragged_eofs=self.cfg.suppress_ragged_eofs,
-            )  # fmt: skip
-        conn = _Connection(self.cfg, raw, client, listener.getsockname(), self._timeout)
+            try:
+                raw = self._tls.wrap_socket(
+                    raw, server_side=True, do_handshake_on_connect=False,
+                    suppress_ragged_eofs=self.cfg.suppress_ragged_eofs,
+                )  # fmt: skip
+            except OSError:  # the client is gone already (reset before the handshake)
+                raw.close()
+                return
+        self.nr_conns += 1
+        conn = _Connection(
+            self.cfg, raw, client, listener.getsockname(), timeout=self._timeout,
+            max_body=self._max_body,
+        )  # fmt: skip
         self._receive(conn)
 
     def _receive(self, conn: _Connection) -> None:
@@ -244,6 +303,15 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         self.poller.register(conn.raw, selectors.EVENT_READ, partial(callback, conn))
 
     def _on_readable(self, conn: _Connection, _raw: Any) -> None:
+        try:
+            self._receive_more(conn)
+        except Exception as exc:
+            # Whatever a client sends must not end the event loop, and with it every connection
+            # of this worker.
+            self.log.error("dropping a connection: %s", type(exc).__name__)
+            self._drop(conn)
+
+    def _receive_more(self, conn: _Connection) -> None:
         if conn.handshaking and not self._handshake(conn):
             return
         ended = False
@@ -258,8 +326,8 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
             if not data:
                 ended = True
                 break
-            if not conn.received:
-                # A kept-alive connection's next request: its deadline starts now.
+            if conn.idle:
+                conn.idle = False
                 conn.deadline = time.monotonic() + self._timeout
             if self._buffered + len(data) > self._budget:
                 self.log.warning("request buffers full: closing a connection still sending")
@@ -269,7 +337,8 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
             conn.received += data
             if len(conn.received) > self._max_body + _HEAD_LIMIT:
                 break
-        if request_complete(conn.received, self._max_body):
+        too_long = len(conn.received) > self._max_body + _HEAD_LIMIT
+        if conn.scan.update(conn.received) or too_long:
             self._hand_over(conn)
         elif ended:
             # Cut short: the parser reports it (a 400 for a body, nothing for a bare close).
@@ -299,6 +368,7 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         self._stop_receiving(conn)
         conn.sock.load(bytes(conn.received))
         conn.received = bytearray()
+        conn.scan = RequestScan(self._max_body)
         self.enqueue_req(conn)
 
     def _stop_receiving(self, conn: _Connection) -> None:
@@ -325,11 +395,10 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
             # The next request may already be here, pipelined behind this one.
             conn.received = bytearray(conn.parser.unreader.take_buffered() + conn.sock.unread())
             conn.continued = False
-            conn.deadline = time.monotonic() + (
-                self._timeout if conn.received else self.cfg.keepalive
-            )
+            conn.idle = not conn.received
+            conn.deadline = time.monotonic() + (self.cfg.keepalive if conn.idle else self._timeout)
             self._receive(conn)
-            if conn.received and request_complete(conn.received, self._max_body):
+            if conn.received and conn.scan.update(conn.received):
                 self._hand_over(conn)
             return
         self._linger(conn)

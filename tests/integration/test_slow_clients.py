@@ -3,6 +3,7 @@ send part of a request and wait neither block a pod's decrypt nor stay open past
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -140,3 +141,20 @@ def test_pipelined_requests_are_all_answered(image: Image) -> None:
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.count(b"HTTP/1.1 200 OK") == 3
+
+
+def test_the_deadline_of_a_new_connection_runs_from_the_connect_not_the_first_byte(
+    image: Image,
+) -> None:
+    host, port = image.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        connected = time.monotonic()
+        time.sleep(CLIENT_TIMEOUT_SECONDS - 0.5)
+        sock.sendall(STALLED["partial-headers"])  # a first byte late, then nothing more
+        sock.settimeout(CLIENT_TIMEOUT_SECONDS + 3)
+        with contextlib.suppress(ConnectionResetError):
+            while sock.recv(65536):
+                pass
+        # Closed by the deadline counted from the connect (plus the worker's 1 s sweep), not a
+        # whole timeout after the late first byte.
+        assert time.monotonic() - connected < CLIENT_TIMEOUT_SECONDS + 2

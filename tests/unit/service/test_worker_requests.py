@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kamus_service.worker import request_complete
+from kamus_service.worker import RequestScan, request_complete
 
 MAX_BODY = 1000
 HEAD = b"POST /api/v1/decrypt HTTP/1.1\r\nHost: kamus\r\nContent-Type: application/json\r\n"
@@ -62,3 +62,32 @@ HEAD = b"POST /api/v1/decrypt HTTP/1.1\r\nHost: kamus\r\nContent-Type: applicati
 )
 def test_a_request_is_handed_over_when_whole_or_malformed(received: bytes, complete: bool) -> None:
     assert request_complete(received, MAX_BODY) is complete
+
+
+def test_a_request_arriving_byte_by_byte_is_complete_exactly_at_its_last_byte() -> None:
+    request = (
+        b"POST /api/v1/decrypt HTTP/1.1\r\nHost: kamus\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"".join(b"1\r\n" + bytes([c]) + b"\r\n" for c in b'{"data": "x"}')
+        + b"0\r\n\r\n"
+    )
+    scan = RequestScan(MAX_BODY)
+    received = bytearray()
+    answers = []
+    for byte in request:
+        received.append(byte)
+        answers.append(scan.update(received))
+    assert answers == [False] * (len(request) - 1) + [True]
+
+
+def test_a_chunked_body_over_the_limit_is_handed_over_however_it_arrives() -> None:
+    request = HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"100\r\n" + b"x" * 256 + b"\r\n"
+    scan = RequestScan(MAX_BODY)
+    received = bytearray()
+    for _ in range(4):  # four chunks of 256 bytes: 1,024 > 1,000
+        received += request if not received else b"100\r\n" + b"x" * 256 + b"\r\n"
+        complete = scan.update(received)
+    assert complete
+
+
+def test_a_content_length_of_thousands_of_digits_is_handed_over_not_an_error() -> None:
+    assert request_complete(HEAD + b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n", MAX_BODY)
