@@ -7,10 +7,11 @@ instead of the `503` with `Retry-After` that kamus-init retries. So `/readyz` an
 the process can serve, and a dependency's state shows in `/readyz?verbose`, in the gauge
 `kamus_dependency_ready{dependency}` and in a log line whenever it changes.
 
-Checks run only when `/readyz` is asked, at most once per interval per process, one thread at a
-time and without holding a lock during the call: a flood of anonymous probes costs one TokenReview
-(or KMS call) per interval, not one per probe. Every check is counted in
-`kamus_readiness_checks_total{dependency,result}`.
+Checks run only when `/readyz` is asked, at most once per interval per process, in a thread of
+their own: a plain probe never waits for them (a dependency that hangs must not time the probe out
+and make the pod NotReady after all), `?verbose` waits for the fresh result. A flood of anonymous
+probes costs one TokenReview (or KMS call) per interval, not one per probe. Every check is counted
+in `kamus_readiness_checks_total{dependency,result}`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from kamus_kms.errors import KamusError
 log = logging.getLogger("kamus.readiness")
 ReadinessCheck = Callable[[], None]
 CHECK_INTERVAL_SECONDS = 5.0
+_VERBOSE_WAIT_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,8 @@ class Readiness:
         self._clock = clock
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
-        self._checking = False
+        self._idle = threading.Event()  # clear while a check is running
+        self._idle.set()
         self._checked_at = float("-inf")
         self._states: dict[str, DependencyState] = {}
         self._counted = Counter(
@@ -70,42 +73,47 @@ class Readiness:
             multiprocess_mode="mostrecent",
         )  # fmt: skip
 
-    def states(self) -> dict[str, DependencyState]:
-        """Every dependency's state, checked again first when the last check is old enough.
+    def states(self, *, wait: bool = False) -> dict[str, DependencyState]:
+        """Every dependency's last known state; a new check starts when the last is old enough.
 
-        While another thread checks, the previous states are returned at once.
+        With ``wait``, the states once the check running now (if any) has ended.
         """
         with self._lock:
-            due = not self._checking and self._clock() - self._checked_at >= self._interval
+            due = self._idle.is_set() and self._clock() - self._checked_at >= self._interval
             if due:
-                self._checking = True
+                self._idle.clear()
         if due:
-            try:
-                self._check_all()
-            finally:
-                with self._lock:
-                    self._checking = False
-                    self._checked_at = self._clock()
+            threading.Thread(target=self._check_all, name="kamus-readiness", daemon=True).start()
+        if wait:
+            self._idle.wait(_VERBOSE_WAIT_SECONDS)
         with self._lock:
             return dict(self._states)
 
     def _check_all(self) -> None:
-        for name, check in self._checks.items():
-            try:
-                check()
-            except KamusError as exc:
-                error: str | None = exc.code
-            except Exception as exc:
-                error = "internal_error"
-                log.error(
-                    "readiness check failed unexpectedly",
-                    extra={"dependency": name, "error": type(exc).__name__},
-                )
-            else:
-                error = None
-            self._counted.labels(name, error or "ok").inc()
-            self._ready.labels(name).set(0 if error else 1)
-            self._record(name, error)
+        try:
+            for name, check in self._checks.items():
+                self._check(name, check)
+        finally:
+            with self._lock:
+                self._checked_at = self._clock()
+            self._idle.set()
+
+    def _check(self, name: str, check: ReadinessCheck) -> None:
+        try:
+            check()
+        except KamusError as exc:
+            error: str | None = exc.code
+        except Exception as exc:
+            error = "internal_error"
+            log.error(
+                "readiness check failed unexpectedly",
+                extra={"dependency": name, "error": type(exc).__name__},
+            )
+        else:
+            error = None
+        self._counted.labels(name, error or "ok").inc()
+        self._ready.labels(name).set(0 if error else 1)
+        self._record(name, error)
 
     def _record(self, name: str, error: str | None) -> None:
         with self._lock:

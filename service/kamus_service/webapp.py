@@ -206,8 +206,9 @@ def new_app(
 
     @app.get("/readyz")
     def readyz() -> Response:
-        states = dependencies.states()
-        if "verbose" not in request.args:
+        verbose = "verbose" in request.args
+        states = dependencies.states(wait=verbose)
+        if not verbose:
             return jsonify(status="ready")
         return jsonify(
             status="ready",
