@@ -27,7 +27,6 @@ import json
 import os
 import re
 import threading
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,24 +83,29 @@ def _mac(chain: bytes, record: dict[str, Any]) -> str:
     return hmac.new(chain, _canonical(body), hashlib.sha256).hexdigest()
 
 
-# Candidates only (anything but printable ASCII): the category test then runs on few characters.
-_NOT_PLAIN = re.compile(r"[^\x20-\x7e]")
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+# A fixed set, not Unicode categories: what is escaped must not change with the Python (Unicode)
+# version, or a line written by one would not match its canonical form under another. Controls
+# (C0, DEL, C1), the format characters that hide or reorder text (soft hyphen, Arabic and Syriac
+# marks, zero-width and bidirectional controls, invisible operators, BOM, annotation anchors,
+# tags), line and paragraph separators, surrogates and private use.
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b-\u200f"
+    "\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff\ue000-\uf8ff"
+    "\U000e0000-\U000e007f\U000f0000-\U0010ffff]"
+)
 
 
 def _escaped(match: re.Match[str]) -> str:
     char = match.group()
-    if unicodedata.category(char) not in _UNSAFE_CATEGORIES:
-        return char
     return json.dumps(char)[1:-1] if ord(char) > 0xFFFF else f"\\u{ord(char):04x}"
 
 
 def escape_unsafe(text: str) -> str:
-    """``text`` with control, format, separator and unassigned characters as ``\\uXXXX``.
+    """``text`` with control, format, separator and private characters as ``\\uXXXX``.
 
     For JSON text (the escapes keep it valid and equal) and for terminal output alike.
     """
-    return _NOT_PLAIN.sub(_escaped, text)
+    return _UNSAFE.sub(_escaped, text)
 
 
 def json_line(record: dict[str, Any]) -> str:

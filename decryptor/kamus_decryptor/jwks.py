@@ -114,7 +114,8 @@ class OfflineTokenCheck:
             issuer, document = self._fetch()
             try:
                 keyset = jwt.PyJWKSet.from_dict(document)
-            except jwt.PyJWTError as exc:
+            # A malformed set raises PyJWT's errors, or plain ones for entries of the wrong type.
+            except (jwt.PyJWTError, AttributeError, KeyError, TypeError, ValueError) as exc:
                 raise UnavailableError("the cluster's token signing keys are unreadable") from exc
         except UnavailableError:
             with self._lock:

@@ -97,11 +97,12 @@ def _cfg_line(name: str, value: str, spec: OutputSpec, *, quoted: bool = False) 
                 " file; use -f files, json or yaml for it, or --raw-cfg-values to write it as"
                 " Kamus did"
             )
-        if quoted and '"' in value:
+        # A trailing backslash would escape the closing quote for readers that honour escapes.
+        if quoted and ('"' in value or value.endswith("\\")):
             raise InputError(
-                f"the value of {name!r} holds a double quote, which would end its quoted string"
-                " early in cfg-strict; use -f files, json or yaml for it, or --raw-cfg-values to"
-                " write it as Kamus did"
+                f"the value of {name!r} holds a double quote or ends in a backslash, which would"
+                " end its quoted string early in cfg-strict; use -f files, json or yaml for it,"
+                " or --raw-cfg-values to write it as Kamus did"
             )
     return f'{name}="{value}"\n' if quoted else f"{name}={value}\n"
 

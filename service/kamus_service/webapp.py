@@ -161,10 +161,16 @@ class RequestPlumbing:
             )
 
 
+# prometheus_client chose where values live when it was imported (just above): in files only if
+# the folder was named then. With gunicorn's --preload the app is imported before the worker
+# class names it, and every process then keeps its own values: answer with those.
+_MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
 def _scraped(registry: CollectorRegistry) -> CollectorRegistry:
     """What a scrape shows: under gunicorn, every worker process of the pod added up
     (kamus_service.worker.prepare_metrics_directory); otherwise this process's registry."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if not _MULTIPROCESS:
         return registry
     pod = CollectorRegistry()
     multiprocess.MultiProcessCollector(pod)  # type: ignore[no-untyped-call]

@@ -261,7 +261,7 @@ def test_env_format_with_an_invalid_name_writes_nothing_and_exits_3(
 
 INJECTING = {
     "cfg": ["ok\nadmin=true", "ok\r\nadmin=true", "ok\u2028admin=true", "ok\x85admin=true"],
-    "cfg-strict": ["ok\nadmin=true", 'ok"\nadmin="true', 'ok" admin="true'],
+    "cfg-strict": ["ok\nadmin=true", 'ok"\nadmin="true', 'ok" admin="true', "ok\\"],
 }
 
 
