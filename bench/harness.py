@@ -112,7 +112,7 @@ def local_kamus(extra_env: dict[str, str] | None = None, workers: int = WORKERS)
 
 
 @contextmanager
-def hello_world(workers: int = WORKERS) -> Iterator[Service]:
+def hello_world(workers: int = WORKERS, worker_class: str = WORKER_CLASS) -> Iterator[Service]:
     """The bare Flask baseline under the same gunicorn configuration."""
     with tempfile.TemporaryDirectory(prefix="hello-bench-") as workdir:
         env = {"PYTHONPATH": str(ROOT / "bench")}
@@ -122,7 +122,7 @@ def hello_world(workers: int = WORKERS) -> Iterator[Service]:
             Path(workdir),
             workers=workers,
             threads=THREADS,
-            worker_class=WORKER_CLASS,
+            worker_class=worker_class,
             reuse_port=REUSE_PORT,
         ) as service:
             yield service

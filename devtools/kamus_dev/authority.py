@@ -160,11 +160,17 @@ class TokenAuthority:
 
     def create_service_account(self, namespace: str, service_account: str) -> None:
         """Create a deleted service account again, with a new UID that old tokens do not carry."""
+        self._recreate((namespace, service_account), self._deleted_service_accounts,
+                       self._generations)  # fmt: skip
+
+    def _recreate(
+        self, key: tuple[str, str], deleted: set[tuple[str, str]],
+        generations: dict[tuple[str, str], int],
+    ) -> None:  # fmt: skip
         with self._lock:
-            if (namespace, service_account) in self._deleted_service_accounts:
-                self._deleted_service_accounts.discard((namespace, service_account))
-                key = (namespace, service_account)
-                self._generations[key] = self._generations.get(key, 0) + 1
+            if key in deleted:
+                deleted.discard(key)
+                generations[key] = generations.get(key, 0) + 1
 
     def delete_pod(self, namespace: str, pod: str) -> None:
         """Delete a pod: tokens bound to it stop passing TokenReview."""
@@ -173,11 +179,7 @@ class TokenAuthority:
 
     def create_pod(self, namespace: str, pod: str) -> str:
         """Create a deleted pod again under its name, with a new UID; the pod's UID."""
-        with self._lock:
-            if (namespace, pod) in self._deleted_pods:
-                self._deleted_pods.discard((namespace, pod))
-                key = (namespace, pod)
-                self._pod_generations[key] = self._pod_generations.get(key, 0) + 1
+        self._recreate((namespace, pod), self._deleted_pods, self._pod_generations)
         return self.pod_uid(namespace, pod)
 
     @contextlib.contextmanager
