@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -12,7 +14,15 @@ from kamus_cli.exitcodes import ExitCode, exit_code_for
 def run_program(program: str, call: Callable[[], int]) -> int:
     """Run `call`; print a client error as one line on stderr and return its exit code."""
     try:
-        return call()
+        code = call()
+        sys.stdout.flush()  # a pipe's reader may be gone: find out here, not at exit
+        return code
+    except BrokenPipeError:
+        # `kamus-cli inspect ... | head`: the reader stopped reading. Stop quietly with the
+        # status a shell shows for a tool ended by SIGPIPE, like other Unix tools; stdout goes to
+        # /dev/null so that Python's own flush at exit fails no more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except ClientError as exc:
         print(f"{program}: error: {exc}", file=sys.stderr)
         return exit_code_for(exc)
