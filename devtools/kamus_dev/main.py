@@ -51,8 +51,8 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
         try:
             if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except requests.RequestException:
+            pass  # not up yet, or slow to answer under load: try again until the deadline
         time.sleep(0.1)
     raise SystemExit(f"kamus-dev: {url} was not ready within {_READY_TIMEOUT:.0f} s")
 

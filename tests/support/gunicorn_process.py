@@ -154,7 +154,7 @@ def _wait_until_serving(service: Service, path: str) -> None:
         try:
             if requests.get(service.url + path, timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except requests.RequestException:
+            pass  # not up yet, or slow to answer under load: try again until the deadline
         time.sleep(0.05)
     raise RuntimeError(f"{service.url}{path} not ready within 30 s: {service.output()}")
