@@ -9,6 +9,9 @@ authority, as the kubelet would project it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import fcntl
 import json
 import os
 import signal
@@ -30,7 +33,41 @@ from kamus_kms.privatefile import write_private
 
 HOST = "127.0.0.1"
 STATE_FILE = "authority.json"
+LOCK_FILE = "kamus-dev.lock"
 _READY_TIMEOUT = 60.0
+_PR_SET_PDEATHSIG = 1
+
+
+class _Stopped(Exception):
+    """A signal asked kamus-dev to stop (SIGTERM, SIGHUP: a closed terminal)."""
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped(signal.Signals(signum).name)
+
+
+def _die_with_parent() -> None:
+    """In a service process before it runs (Linux): end it with SIGTERM if kamus-dev dies, even
+    by SIGKILL, so no gunicorn is left holding a port."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _lock_state(state: Path) -> int:
+    """Hold the state folder for this `kamus-dev up`, or exit at once, changing nothing in it."""
+    fd = os.open(state / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise SystemExit(
+            f"kamus-dev: {state} is in use by another `kamus-dev up` (pid {holder}); stop it, or"
+            " give this one its own folder with --dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def _service_command(app: str, port: int, workers: int) -> list[str]:
@@ -86,10 +123,10 @@ def up(args: argparse.Namespace) -> int:
     """Run the token authority, encryptor and decryptor until interrupted."""
     state: Path = args.dir.resolve()
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = _lock_state(state)  # held until this process ends
     authority = TokenAuthority(signing_key=load_or_create_signing_key(state / "authority-key.pem"))
     server = make_server(HOST, args.authority_port, create_authority_app(authority), threaded=True)
     authority_url = f"http://{HOST}:{server.port}"
-    threading.Thread(target=server.serve_forever, daemon=True, name="authority").start()
 
     kubeconfig = state / "kubeconfig"
     write_kubeconfig(kubeconfig, authority_url, authority.admin_token)
@@ -110,29 +147,43 @@ def up(args: argparse.Namespace) -> int:
     processes: dict[str, subprocess.Popen[bytes]] = {}
     urls: dict[str, str] = {}
 
-    def stop(signum: int = 0, frame: FrameType | None = None) -> None:
+    def stop() -> None:
+        # Signals are ignored from here on: a second Ctrl-C must not cut the stop short.
+        for stopping in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stopping, signal.SIG_IGN)
         for process in processes.values():
             if process.poll() is None:
                 process.terminate()
         for process in processes.values():
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=15)  # gunicorn's graceful timeout (5 s) and some
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
         server.shutdown()
+        server.server_close()
+        os.close(lock)
 
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    signal.signal(signal.SIGHUP, _raise_stopped)
     try:
         for name, (app, port, extra) in services.items():
             command = _service_command(app, port, args.workers)
-            processes[name] = subprocess.Popen(command, env=env | extra)  # noqa: S603
+            # Sessions of their own: a terminal's signals (Ctrl-C, the hang-up of closing it)
+            # reach kamus-dev only, which stops the services in order; gunicorn would take a
+            # SIGHUP as "reload" and live on.
+            processes[name] = subprocess.Popen(  # noqa: S603
+                command, env=env | extra, start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
+            )  # fmt: skip
             urls[name] = f"http://{HOST}:{port}"
+        # Started after the services: preexec_fn must not run while another thread exists.
+        threading.Thread(target=server.serve_forever, daemon=True, name="authority").start()
         for name, url in urls.items():
             _wait_ready(url, processes[name])
         print(_instructions(state, authority_url, urls["encryptor"], urls["decryptor"]), flush=True)
         while all(process.poll() is None for process in processes.values()):
             time.sleep(0.2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Stopped):
         return 0
     finally:
         stop()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import requests
 from gunicorn_process import base_environment
 
@@ -25,6 +29,106 @@ def _free_ports(count: int) -> list[int]:
 
 def _kamus_dev(*args: str) -> list[str]:
     return [sys.executable, "-m", "kamus_dev.main", *args]
+
+
+@dataclass
+class Running:
+    """A `kamus-dev up` in its own process group, as a terminal or a script starts it."""
+
+    process: subprocess.Popen[bytes]
+    ports: list[int]
+    state: Path
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text("utf-8", "replace")
+
+
+def _start(tmp_path: Path, state: Path) -> Running:
+    ports = _free_ports(3)
+    log = tmp_path / f"up-{ports[0]}.out"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            _kamus_dev("up", "--dir", str(state), "--authority-port", str(ports[0]),
+                       "--encryptor-port", str(ports[1]), "--decryptor-port", str(ports[2]),
+                       "--workers", "1"),
+            stdout=out, stderr=subprocess.STDOUT, env=base_environment({}), cwd=tmp_path,
+            start_new_session=True,
+        )  # fmt: skip
+    running = Running(process, ports, state, log)
+    deadline = time.monotonic() + 60
+    while "Ctrl-C stops everything" not in running.output():
+        assert process.poll() is None, running.output()
+        assert time.monotonic() < deadline, "kamus-dev up did not become ready"
+        time.sleep(0.1)
+    return running
+
+
+def _ports_closed(ports: list[int], within: float = 20) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        open_ports = []
+        for port in ports:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    open_ports.append(port)
+        if not open_ports:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize(
+    "stop",
+    [
+        pytest.param(lambda r: r.process.send_signal(signal.SIGHUP), id="terminal-closed"),
+        pytest.param(lambda r: os.killpg(r.process.pid, signal.SIGINT), id="ctrl-c-to-the-group"),
+        pytest.param(lambda r: r.process.send_signal(signal.SIGTERM), id="sigterm"),
+    ],
+)
+def test_kamus_dev_stops_every_service_cleanly_however_it_is_stopped(
+    tmp_path: Path, stop: Callable[[Running], None]
+) -> None:
+    running = _start(tmp_path, tmp_path / "state")
+    stop(running)
+    assert running.process.wait(timeout=30) == 0
+    assert _ports_closed(running.ports)
+    output = running.output()
+    assert "a service exited" not in output
+    assert "SIGKILL" not in output
+
+
+def test_killing_kamus_dev_leaves_no_service_behind(tmp_path: Path) -> None:
+    running = _start(tmp_path, tmp_path / "state")
+    running.process.kill()
+    running.process.wait(timeout=10)
+    assert _ports_closed(running.ports)
+
+
+def test_a_second_kamus_dev_on_a_state_folder_in_use_refuses_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    first = _start(tmp_path, state)
+    try:
+        before = {p.name: p.read_bytes() for p in state.iterdir()}
+        ports = _free_ports(3)
+        second = subprocess.run(
+            _kamus_dev("up", "--dir", str(state), "--authority-port", str(ports[0]),
+                       "--encryptor-port", str(ports[1]), "--decryptor-port", str(ports[2])),
+            capture_output=True, text=True, env=base_environment({}), timeout=30, check=False,
+        )  # fmt: skip
+        assert second.returncode != 0
+        assert f"in use by another `kamus-dev up` (pid {first.process.pid})" in second.stderr
+        assert {p.name: p.read_bytes() for p in state.iterdir()} == before
+        token = subprocess.run(
+            _kamus_dev("token", "-n", "team-a", "-a", "app", "--dir", str(state)),
+            capture_output=True, text=True, env=base_environment({}), check=True,
+        ).stdout.strip()  # fmt: skip
+        assert token.count(".") == 2  # the first instance still answers
+    finally:
+        first.process.send_signal(signal.SIGINT)
+        first.process.wait(timeout=30)
 
 
 def test_kamus_dev_up_encrypts_mints_tokens_decrypts_and_stops(tmp_path: Path) -> None:
