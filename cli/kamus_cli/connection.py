@@ -62,7 +62,9 @@ def add_connection_arguments(
 def checked_url(args: argparse.Namespace, *, sends: str, url_env: str) -> str:
     """The validated base URL; refuses plain http unless allowed. ``sends``: what travels."""
     if not args.kamus_url:
-        args.parser.error(f"the Kamus URL is required: pass -u/--kamus-url or set {url_env}")
+        # A configuration problem (exit 3), as in kamus-init: the URL may come from the
+        # environment, so its absence is not a mistyped command line.
+        raise InputError(f"the Kamus URL is required: pass -u/--kamus-url or set {url_env}")
     url = parse_base_url(args.kamus_url)
     if is_insecure(url) and not args.allow_insecure_url:
         raise InputError(

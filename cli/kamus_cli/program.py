@@ -16,7 +16,6 @@ def run_program(program: str, call: Callable[[], int]) -> int:
     try:
         code = call()
         sys.stdout.flush()  # a pipe's reader may be gone: find out here, not at exit
-        return code
     except BrokenPipeError:
         # `kamus-cli inspect ... | head`: the reader stopped reading. Stop quietly with the
         # status a shell shows for a tool ended by SIGPIPE, like other Unix tools; stdout goes to
@@ -31,3 +30,4 @@ def run_program(program: str, call: Callable[[], int]) -> int:
         # its type.
         print(f"{program}: unexpected error ({type(exc).__name__}); this is a bug", file=sys.stderr)
         return ExitCode.UNEXPECTED
+    return code

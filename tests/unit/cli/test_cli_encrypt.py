@@ -231,6 +231,13 @@ def test_slow_server_is_server_unavailable_after_the_timeout(encryptor: CannedSe
     assert main(argv, {}) == ExitCode.UNAVAILABLE
 
 
+def test_a_missing_kamus_url_is_a_configuration_error_exit_3(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["encrypt", "-n", "ns", "-a", "sa", "-s", "x"], {}) == ExitCode.INPUT
+    assert "pass -u/--kamus-url or set KAMUS_URL" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -238,7 +245,6 @@ def test_slow_server_is_server_unavailable_after_the_timeout(encryptor: CannedSe
                      id="secret-and-file"),
         pytest.param(["encrypt", "-a", "sa", "-s", "x", "-u", "https://k"], id="no-namespace"),
         pytest.param(["encrypt", "-n", "ns", "-s", "x", "-u", "https://k"], id="no-account"),
-        pytest.param(["encrypt", "-n", "ns", "-a", "sa", "-s", "x"], id="no-url"),
         pytest.param(["encrypt", "-n", "ns", "-a", "sa", "-s", "x", "-u", "https://k",
                       "--timeout", "0"], id="zero-timeout"),
         pytest.param([], id="no-command"),
