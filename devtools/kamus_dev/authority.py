@@ -1,7 +1,7 @@
 """The development token authority: a small stand-in of the Kubernetes API on 127.0.0.1.
 
 It serves just enough of kube-apiserver for Kamus, answering as a real one does (see
-``KUBERNETES-API.md``), so the decryptor talks to it through the official ``kubernetes`` client:
+docs/TESTING.md, "What a real API server does"), so the decryptor talks to it through the official ``kubernetes`` client:
 
     POST /api/v1/namespaces/{ns}/serviceaccounts/{sa}/token   TokenRequest  201 / 400 / 404 / 422
     POST /apis/authentication.k8s.io/v1/tokenreviews         TokenReview   201, even for bad tokens
@@ -44,7 +44,7 @@ DEFAULT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 DEFAULT_EXPIRATION_SECONDS = 3600
 MIN_EXPIRATION_SECONDS = 600
 _MAX_EXPIRATION_SECONDS = 2**32
-# kube-apiserver caches successful token reviews for about 10 s (shared/KUBERNETES-API.md).
+# kube-apiserver caches successful token reviews for about 10 s (docs/TESTING.md).
 REVIEW_CACHE_SECONDS = 10.0
 _REVIEW_CACHE_ENTRIES = 10_000
 _GROUP = "authentication.k8s.io"
@@ -394,7 +394,7 @@ def _negotiate(served: str) -> None:
     """406 unless the request's ``Accept`` admits ``served``, the only type the route serves.
 
     kube-apiserver is strict here: the key set is served only as ``application/jwk-set+json``,
-    so ``Accept: application/json`` gets 406 (shared/KUBERNETES-API.md, "OIDC discovery").
+    so ``Accept: application/json`` gets 406 (docs/TESTING.md, "What a real API server does").
     """
     accept = flask.request.headers.get("Accept", "").strip()
     kind = served.split("/", 1)[0]
