@@ -1,7 +1,8 @@
 """The development token authority: a small stand-in of the Kubernetes API on 127.0.0.1.
 
 It serves just enough of kube-apiserver for Kamus, answering as a real one does (see
-docs/TESTING.md, "What a real API server does"), so the decryptor talks to it through the official ``kubernetes`` client:
+docs/TESTING.md, "What a real API server does"), so the decryptor talks to it through the official
+``kubernetes`` client:
 
     POST /api/v1/namespaces/{ns}/serviceaccounts/{sa}/token   TokenRequest  201 / 400 / 404 / 422
     POST /apis/authentication.k8s.io/v1/tokenreviews         TokenReview   201, even for bad tokens
@@ -75,7 +76,8 @@ class TokenAuthority:
     ``clock`` returns unix time and drives issuing and expiry; ``leeway`` is the clock skew
     tolerated on ``exp``/``nbf``/``iat`` (kube-apiserver allows 60 s; the default 0 keeps test
     boundaries exact). ``fault`` makes TokenReview fail on purpose: ``"error500"`` answers 500,
-    ``("slow", seconds)`` sleeps first.
+    ``("slow", seconds)`` sleeps first. ``kubernetes_version`` shapes the tokens: from (1, 29)
+    they carry a ``jti``, which reviews report as the credential id.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class TokenAuthority:
         clock: Callable[[], float] = time.time,
         leeway: float = 0.0,
         review_cache_seconds: float = REVIEW_CACHE_SECONDS,
+        kubernetes_version: tuple[int, int] = (1, 29),
     ) -> None:
         self.signing_key = signing_key or generate_signing_key()
         self._signer = TokenSigner(self.signing_key, issuer)
@@ -97,6 +100,8 @@ class TokenAuthority:
         self.admin_token = admin_token or secrets.token_urlsafe(32)
         self.clock = clock
         self.leeway = leeway
+        # 1.29 and later give each token a `jti` (and reviews its credential id); 1.28 does not.
+        self.token_ids = kubernetes_version >= (1, 29)
         self.fault: Fault = None
         # Derived from the key so that processes sharing a key agree on every UID.
         self._uid_namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"{issuer}#{self.kid}")
@@ -214,6 +219,7 @@ class TokenAuthority:
             issued_at=now,
             expires_at=expires_at,
             pod=pod,
+            jti=self.token_ids,
         )
         return token, expires_at
 

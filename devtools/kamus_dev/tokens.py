@@ -119,8 +119,13 @@ class TokenSigner:
         issued_at: int,
         expires_at: int,
         pod: BoundPod | None = None,
+        jti: bool = True,
     ) -> str:
-        """A signed token with the claims kube-apiserver puts in a TokenRequest's token."""
+        """A signed token with the claims kube-apiserver puts in a TokenRequest's token.
+
+        ``jti``: a unique token id, as Kubernetes 1.29 and later add; without it (1.28), two
+        tokens asked for in the same second with the same claims are the same token.
+        """
         kubernetes: dict[str, Any] = {
             "namespace": namespace,
             "serviceaccount": {"name": service_account, "uid": service_account_uid},
@@ -132,7 +137,7 @@ class TokenSigner:
             "exp": expires_at,
             "iat": issued_at,
             "iss": self.issuer,
-            "jti": str(uuid.uuid4()),
+            **({"jti": str(uuid.uuid4())} if jti else {}),
             "kubernetes.io": kubernetes,
             "nbf": issued_at,
             "sub": _SERVICE_ACCOUNT_USER.format(namespace=namespace, name=service_account),

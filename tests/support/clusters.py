@@ -68,7 +68,8 @@ class DevelopmentCluster:
     name = "development-authority"
 
     def __init__(self) -> None:
-        self.authority = TokenAuthority()
+        # Shaped like the real server the suite runs beside (v1.28): tokens without a `jti`.
+        self.authority = TokenAuthority(kubernetes_version=(1, 28))
         self._stack = ExitStack()
         self.url = self._stack.enter_context(serve_in_thread(create_authority_app(self.authority)))
 
