@@ -30,6 +30,7 @@ from kamus_dev.authority import TokenAuthority, create_authority_app
 from kamus_dev.kubeconfig import mint_token, write_kubeconfig
 from kamus_dev.tokens import load_or_create_signing_key
 from kamus_kms.privatefile import write_private
+from kamus_service.keys import dev_audit_key, dev_keyring
 
 HOST = "127.0.0.1"
 STATE_FILE = "authority.json"
@@ -94,9 +95,9 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"kamus-dev: {url} was not ready within {_READY_TIMEOUT:.0f} s")
 
 
-def _instructions(state: Path, authority: str, encryptor: str, decryptor: str) -> str:
+def _instructions(keys: str, state: Path, authority: str, encryptor: str, decryptor: str) -> str:
     return f"""
-Kamus is running in DEVELOPMENT MODE (keys in {state}/ - never use them in production)
+Kamus is running in DEVELOPMENT MODE: {keys} {state}/ (never use them in production)
   token authority  {authority}
   encryptor        {encryptor}
   decryptor        {decryptor}
@@ -133,10 +134,15 @@ def up(args: argparse.Namespace) -> int:
     state_file = json.dumps({"url": authority_url, "admin_token": authority.admin_token})
     write_private(state / STATE_FILE, state_file.encode("utf-8"))
 
+    # kamus-dev makes the development keys itself and says so once, here; the services then
+    # load them as files, exactly as in production, and print nothing about them.
+    keyring, audit_key = state / "keyring.json", state / "audit.key"
+    created = {"keyring": dev_keyring(keyring), "audit key": dev_audit_key(audit_key)}
+    made = [name for name, new in created.items() if new]
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAMUS_")}
     env |= {
-        "KAMUS_DEV_MODE": "true",
-        "KAMUS_DEV_DIR": str(state),
+        "KAMUS_KEYRING_FILE": str(keyring),
+        "KAMUS_AUDIT_KEY_FILE": str(audit_key),
         "PYTHONUNBUFFERED": "1",
     }
     services = {
@@ -180,7 +186,9 @@ def up(args: argparse.Namespace) -> int:
         threading.Thread(target=server.serve_forever, daemon=True, name="authority").start()
         for name, url in urls.items():
             _wait_ready(url, processes[name])
-        print(_instructions(state, authority_url, urls["encryptor"], urls["decryptor"]), flush=True)
+        keys = f"generated a new {' and '.join(made)} into" if made else "using the keys in"
+        print(_instructions(keys, state, authority_url, urls["encryptor"], urls["decryptor"]),
+              flush=True)  # fmt: skip
         while all(process.poll() is None for process in processes.values()):
             time.sleep(0.2)
     except (KeyboardInterrupt, _Stopped):

@@ -17,20 +17,22 @@ from kamus_service.settings import Settings
 
 log = logging.getLogger("kamus.keys")
 
-_DEV_WARNING = (
-    "DEVELOPMENT MODE: using the {what} generated into {path}. Never run development mode in "
-    "production."
-)
 
-
-def _warn_dev(what: str, path: Path) -> None:
-    message = _DEV_WARNING.format(what=what, path=path)
+def _warn_dev(what: str, path: Path, *, created: bool) -> None:
+    """Say so, truthfully: every process logs it; only the one that made the key shouts it."""
+    done = "generated a new" if created else "using the"
+    message = (
+        f"DEVELOPMENT MODE: {done} {what} {'into' if created else 'in'} {path}. Never run "
+        "development mode in production."
+    )
     log.warning(message)
-    print(f"\n*** {message} ***\n", file=sys.stderr, flush=True)
+    if created:
+        print(f"\n*** {message} ***\n", file=sys.stderr, flush=True)
 
 
-def _create_dev_file(path: Path, content: bytes) -> None:
-    """Create a development key file once; an existing one is used only if it is plainly ours.
+def create_dev_file(path: Path, content: bytes) -> bool:
+    """Create a development key file once (True); an existing one is used only if it is plainly
+    ours (False).
 
     Workers and services of one `kamus-dev up` share the files; anything else at that path (a
     symlink, another user's file, a readable mode) could be a key someone planted, so it stops
@@ -38,13 +40,25 @@ def _create_dev_file(path: Path, content: bytes) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if write_private(path, content, exclusive=True):
-        return
+        return True
     info = path.lstat()
     if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
         raise ConfigurationError(
             f"{path} exists but is not a private regular file of this user (mode 0600); "
             "remove it or use another KAMUS_DEV_DIR"
         )
+    return False
+
+
+def dev_keyring(path: Path) -> bool:
+    """Make the development keyring at ``path`` unless it exists; whether it was made."""
+    return create_dev_file(path, Keyring.generate().to_json().encode("utf-8"))
+
+
+def dev_audit_key(path: Path) -> bool:
+    """Make the development audit key at ``path`` unless it exists; whether it was made."""
+    # Base64 text, like KAMUS_AUDIT_KEY, so `kamus-audit --key-file` reads the same file.
+    return create_dev_file(path, base64.b64encode(os.urandom(32)) + b"\n")
 
 
 def local_provider(settings: Settings) -> LocalKeyringProvider:
@@ -56,8 +70,8 @@ def local_provider(settings: Settings) -> LocalKeyringProvider:
             "KAMUS_KEYRING or KAMUS_KEYRING_FILE is required (no default keys)"
         )
     path = settings.dev_dir / "keyring.json"
-    _create_dev_file(path, Keyring.generate().to_json().encode("utf-8"))
-    _warn_dev("keyring (anyone with this file can decrypt every secret)", path)
+    created = dev_keyring(path)
+    _warn_dev("keyring (anyone with this file can decrypt every secret)", path, created=created)
     return LocalKeyringProvider(Keyring.load(path))
 
 
@@ -70,7 +84,5 @@ def audit_key_from_settings(settings: Settings) -> bytes:
             "KAMUS_AUDIT_KEY or KAMUS_AUDIT_KEY_FILE is required (no default keys)"
         )
     path = settings.dev_dir / "audit.key"
-    # Base64 text, like KAMUS_AUDIT_KEY, so `kamus-audit --key-file` reads the same file.
-    _create_dev_file(path, base64.b64encode(os.urandom(32)) + b"\n")
-    _warn_dev("audit key", path)
+    _warn_dev("audit key", path, created=dev_audit_key(path))
     return base64.b64decode(path.read_bytes().strip())

@@ -98,6 +98,24 @@ def test_kamus_dev_stops_every_service_cleanly_however_it_is_stopped(
     assert "SIGKILL" not in output
 
 
+def test_a_second_run_says_once_that_it_uses_the_keys_of_the_first(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = _start(tmp_path, state)
+    os.killpg(first.process.pid, signal.SIGINT)
+    first.process.wait(timeout=30)
+    keyring = (state / "keyring.json").read_bytes()
+
+    second = _start(tmp_path, state)
+    try:
+        assert second.output().count("DEVELOPMENT MODE") == 1
+        assert "using the keys in" in second.output()
+        assert "generated" not in second.output()
+        assert (state / "keyring.json").read_bytes() == keyring
+    finally:
+        second.process.send_signal(signal.SIGINT)
+        second.process.wait(timeout=30)
+
+
 def test_killing_kamus_dev_leaves_no_service_behind(tmp_path: Path) -> None:
     running = _start(tmp_path, tmp_path / "state")
     running.process.kill()
@@ -148,7 +166,9 @@ def test_kamus_dev_up_encrypts_mints_tokens_decrypts_and_stops(tmp_path: Path) -
             assert time.monotonic() < deadline, "kamus-dev up did not become ready"
             time.sleep(0.1)
         printed = (tmp_path / "up.out").read_text()
-        assert "DEVELOPMENT MODE" in printed
+        # Said once, and truthfully: this first run generated the keys.
+        assert printed.count("DEVELOPMENT MODE") == 1
+        assert "generated a new keyring and audit key into" in printed
         assert f"http://127.0.0.1:{decryptor}" in printed
 
         ciphertext = requests.post(

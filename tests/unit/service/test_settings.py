@@ -157,6 +157,23 @@ def test_dev_mode_shares_its_own_key_files_between_starts(tmp_path: Path) -> Non
     assert audit_key_from_settings(settings) == audit_key_from_settings(settings)
 
 
+def test_dev_mode_shouts_only_when_it_generates_a_key_and_says_the_truth(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(service="decryptor", dev_mode=True, dev_dir=tmp_path / "dev")
+    local_provider(settings)
+    first = capsys.readouterr()
+    local_provider(settings)  # another worker process of the same start
+    second = capsys.readouterr()
+    assert first.err.count("*** DEVELOPMENT MODE: generated a new keyring") == 1
+    assert "***" not in second.err
+    logged = [r.getMessage() for r in caplog.records if r.name == "kamus.keys"]
+    assert [m.split(" (")[0] for m in logged] == [  # every process still logs it, truthfully
+        "DEVELOPMENT MODE: generated a new keyring",
+        "DEVELOPMENT MODE: using the keyring",
+    ]
+
+
 def test_the_cluster_name_setting_binds_what_the_services_seal(keyring_json: str) -> None:
     settings = load_settings("encryptor", {"KAMUS_KEYRING": keyring_json,
                                            "KAMUS_CLUSTER_NAME": "prod-eu-1"})  # fmt: skip
