@@ -6,7 +6,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, Counter
 
 from kamus_encryptor.openapi import OPENAPI
-from kamus_kms.errors import DefaultServiceAccountError, KamusError
+from kamus_kms.errors import DefaultServiceAccountError, InvalidRequestError, KamusError
 from kamus_kms.provider import KeyProvider
 from kamus_kms.scope import Scope
 from kamus_kms.sealer import Sealer
@@ -43,6 +43,10 @@ def encrypt() -> Response:
     try:
         body = read_json_object(request)
         data = require_text(body, "data")
+        if not data:
+            # One rule with kamus-cli and kamus-init: an empty secret is a mistake (an unset
+            # variable, an empty file), never something to protect.
+            raise InvalidRequestError('the field "data" is empty; there is nothing to encrypt')
         scope = Scope(require_text(body, "namespace"), require_text(body, "service-account"))
         if (
             scope.is_default_service_account

@@ -49,6 +49,7 @@ OPENAPI: dict[str, Any] = document(
             "properties": {
                 "data": {
                     "type": "string",
+                    "minLength": 1,
                     "maxLength": 16384,
                     "description": "The secret: at most KAMUS_MAX_PLAINTEXT_BYTES bytes of UTF-8 "
                     "(default 65536; 16384 characters always fit)",

@@ -69,6 +69,7 @@ def test_non_ascii_secrets_round_trip(client: FlaskClient, keyring: Keyring) -> 
         ({"data": "x", "namespace": "team-a"}, 400, "invalid_request"),
         ({"data": 1, "namespace": "team-a", "service-account": "app"}, 400, "invalid_request"),
         ({"data": None, "namespace": "team-a", "service-account": "app"}, 400, "invalid_request"),
+        ({"data": "", "namespace": "team-a", "service-account": "app"}, 400, "invalid_request"),
         ({"data": "x", "namespace": ["team-a"], "service-account": "app"}, 400, "invalid_request"),
         ({"data": "x", "namespace": "Team_A", "service-account": "app"}, 400, "invalid_scope"),
         ({"data": "x", "namespace": "team-a", "service-account": "a:b"}, 400, "invalid_scope"),
