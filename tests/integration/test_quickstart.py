@@ -196,3 +196,35 @@ def test_kamus_dev_up_encrypts_mints_tokens_decrypts_and_stops(tmp_path: Path) -
     for port in (authority, encryptor, decryptor):
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _readme_quick_start() -> str:
+    """The shell block the README shows after `./scripts/dev.sh` starts."""
+    readme = (ROOT / "README.md").read_text("utf-8")
+    after = readme.split("It then prints how to encrypt, mint a pod token and decrypt.", 1)[1]
+    return after.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_quick_start_runs_as_written(tmp_path: Path) -> None:
+    """Word for word but the ports, so a drift between the README and the tools fails here."""
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    running = _start(tmp_path, tmp_path / ".kamus-dev")  # the default --dir, seen from tmp_path
+    try:
+        script = _readme_quick_start()
+        assert "127.0.0.1:8441" in script
+        assert "127.0.0.1:8442" in script
+        script = script.replace("127.0.0.1:8441", f"127.0.0.1:{running.ports[1]}")
+        script = script.replace("127.0.0.1:8442", f"127.0.0.1:{running.ports[2]}")
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True,
+            text=True, env=base_environment({}), timeout=120, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().splitlines()[-1] == "s3cr3t"
+        assert (tmp_path / "out" / "password").stat().st_mode & 0o777 == 0o400
+    finally:
+        os.killpg(running.process.pid, signal.SIGINT)
+        running.process.wait(timeout=30)
