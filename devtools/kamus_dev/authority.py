@@ -6,14 +6,17 @@ docs/TESTING.md, "What a real API server does"), so the decryptor talks to it th
 
     POST /api/v1/namespaces/{ns}/serviceaccounts/{sa}/token   TokenRequest  201 / 400 / 404 / 422
     POST /apis/authentication.k8s.io/v1/tokenreviews         TokenReview   201, even for bad tokens
+    POST /api/v1/namespaces/{ns}/pods, DELETE .../pods/{name}  pod objects  201 / 409, 200 / 404
+    POST /api/v1/namespaces/{ns}/serviceaccounts, DELETE .../serviceaccounts/{name}  the same
     GET  /.well-known/openid-configuration, /openid/v1/jwks   OIDC discovery
     anything else                                            404 / 405 Status
 
 Every route wants a bearer token: the admin token may do everything; a service-account token of
 this authority may only read the OIDC documents (``system:service-account-issuer-discovery``).
-Every service account and pod with a valid name exists until it is deleted
-(:meth:`TokenAuthority.delete_service_account`, :meth:`TokenAuthority.delete_pod`); creating it
-again gives it a new UID, which the tokens of its previous life do not carry.
+Every service account with a valid name exists until it is deleted; a pod exists only once
+created (``POST .../pods``, :meth:`TokenAuthority.create_pod`), as TokenRequest binds tokens to
+existing pods only. Created again, either gets a new UID, which the tokens of its previous life do
+not carry.
 """
 
 from __future__ import annotations
@@ -108,9 +111,9 @@ class TokenAuthority:
         self._lock = threading.Lock()
         self._calls = {"tokenreview": 0, "tokenrequest": 0}
         self._generations: dict[tuple[str, str], int] = {}
-        self._pod_generations: dict[tuple[str, str], int] = {}
+        self._pod_generations: dict[tuple[str, str], int] = {}  # bumped at each deletion
         self._deleted_service_accounts: set[tuple[str, str]] = set()
-        self._deleted_pods: set[tuple[str, str]] = set()
+        self._pods: set[tuple[str, str]] = set()  # pods exist only once created, as in a cluster
         # Cleared by hung(): every route then waits, as a stopped API server process does.
         self._answering = threading.Event()
         self._answering.set()
@@ -154,9 +157,9 @@ class TokenAuthority:
             return (namespace, service_account) not in self._deleted_service_accounts
 
     def pod_exists(self, namespace: str, pod: str) -> bool:
-        """False once the pod was deleted."""
+        """True from the pod's creation to its deletion."""
         with self._lock:
-            return (namespace, pod) not in self._deleted_pods
+            return (namespace, pod) in self._pods
 
     def delete_service_account(self, namespace: str, service_account: str) -> None:
         """Delete a service account: its tokens stop passing TokenReview."""
@@ -165,26 +168,29 @@ class TokenAuthority:
 
     def create_service_account(self, namespace: str, service_account: str) -> None:
         """Create a deleted service account again, with a new UID that old tokens do not carry."""
-        self._recreate((namespace, service_account), self._deleted_service_accounts,
-                       self._generations)  # fmt: skip
-
-    def _recreate(
-        self, key: tuple[str, str], deleted: set[tuple[str, str]],
-        generations: dict[tuple[str, str], int],
-    ) -> None:  # fmt: skip
+        key = (namespace, service_account)
         with self._lock:
-            if key in deleted:
-                deleted.discard(key)
-                generations[key] = generations.get(key, 0) + 1
+            if key in self._deleted_service_accounts:
+                self._deleted_service_accounts.discard(key)
+                self._generations[key] = self._generations.get(key, 0) + 1
 
-    def delete_pod(self, namespace: str, pod: str) -> None:
-        """Delete a pod: tokens bound to it stop passing TokenReview."""
+    def delete_pod(self, namespace: str, pod: str) -> bool:
+        """Delete a pod (False: there was none): tokens bound to it stop passing TokenReview,
+        and a pod created again under its name gets a new UID."""
+        key = (namespace, pod)
         with self._lock:
-            self._deleted_pods.add((namespace, pod))
+            if key not in self._pods:
+                return False
+            self._pods.discard(key)
+            self._pod_generations[key] = self._pod_generations.get(key, 0) + 1
+            return True
 
-    def create_pod(self, namespace: str, pod: str) -> str:
-        """Create a deleted pod again under its name, with a new UID; the pod's UID."""
-        self._recreate((namespace, pod), self._deleted_pods, self._pod_generations)
+    def create_pod(self, namespace: str, pod: str) -> str | None:
+        """Create a pod object (nothing runs it); its UID, or None when it exists already."""
+        with self._lock:
+            if (namespace, pod) in self._pods:
+                return None
+            self._pods.add((namespace, pod))
         return self.pod_uid(namespace, pod)
 
     @contextlib.contextmanager
@@ -369,6 +375,46 @@ def create_authority_app(authority: TokenAuthority) -> flask.Flask:
             time.sleep(fault[1])
         return flask.jsonify(_token_review(authority)), 201
 
+    @app.post("/api/v1/namespaces/<namespace>/pods")
+    def create_pod(namespace: str) -> tuple[flask.Response, int]:
+        _authorize(authority, _FORBIDDEN_OBJECTS.format(kind="pods", ns=namespace), admin_only=True)
+        name = _object_name("Pod")
+        uid = authority.create_pod(namespace, name)
+        if uid is None:
+            _abort(409, "AlreadyExists", f'pods "{name}" already exists', name, "pods")
+        return flask.jsonify(_object("Pod", namespace, name, uid)), 201
+
+    @app.delete("/api/v1/namespaces/<namespace>/pods/<name>")
+    def delete_pod(namespace: str, name: str) -> flask.Response:
+        _authorize(authority, _FORBIDDEN_OBJECTS.format(kind="pods", ns=namespace), admin_only=True)
+        uid = authority.pod_uid(namespace, name)
+        if not authority.delete_pod(namespace, name):
+            _abort(404, "NotFound", f'pods "{name}" not found', name, "pods")
+        return flask.jsonify(_object("Pod", namespace, name, uid))
+
+    @app.post("/api/v1/namespaces/<namespace>/serviceaccounts")
+    def create_service_account(namespace: str) -> tuple[flask.Response, int]:
+        forbidden = _FORBIDDEN_OBJECTS.format(kind="serviceaccounts", ns=namespace)
+        _authorize(authority, forbidden, admin_only=True)
+        name = _object_name("ServiceAccount")
+        if authority.service_account_exists(namespace, name):
+            _abort(409, "AlreadyExists", f'serviceaccounts "{name}" already exists', name,
+                   "serviceaccounts")  # fmt: skip
+        authority.create_service_account(namespace, name)
+        uid = authority.service_account_uid(namespace, name)
+        return flask.jsonify(_object("ServiceAccount", namespace, name, uid)), 201
+
+    @app.delete("/api/v1/namespaces/<namespace>/serviceaccounts/<name>")
+    def delete_service_account(namespace: str, name: str) -> flask.Response:
+        forbidden = _FORBIDDEN_OBJECTS.format(kind="serviceaccounts", ns=namespace)
+        _authorize(authority, forbidden, admin_only=True)
+        if not authority.service_account_exists(namespace, name):
+            _abort(404, "NotFound", f'serviceaccounts "{name}" not found', name,
+                   "serviceaccounts")  # fmt: skip
+        uid = authority.service_account_uid(namespace, name)
+        authority.delete_service_account(namespace, name)
+        return flask.jsonify(_object("ServiceAccount", namespace, name, uid))
+
     @app.get("/.well-known/openid-configuration")
     def openid_configuration() -> flask.Response:
         _authorize(authority, _PATH_FORBIDDEN.format(path=flask.request.path), admin_only=False)
@@ -393,6 +439,31 @@ def create_authority_app(authority: TokenAuthority) -> flask.Flask:
 
 
 _PATH_FORBIDDEN = 'forbidden: User "{{user}}" cannot get path "{path}"'
+_FORBIDDEN_OBJECTS = (
+    '{kind} is forbidden: User "{{user}}" cannot change resource "{kind}" in API group "" in the '
+    'namespace "{ns}"'
+)
+
+
+def _object_name(kind: str) -> str:
+    """``metadata.name`` of the ``kind`` object in the request body (or a 400/422)."""
+    try:
+        body = json.loads(flask.request.get_data() or b"{}")
+    except ValueError as exc:
+        _undecodable(kind, str(exc))
+    name = body.get("metadata", {}).get("name") if isinstance(body, dict) else None
+    if not isinstance(name, str) or not name:
+        _abort(
+            422, "Invalid", f"{kind} is invalid: metadata.name: Required value: name is required"
+        )
+    return name
+
+
+def _object(kind: str, namespace: str, name: str, uid: str) -> dict[str, Any]:
+    return {"kind": kind, "apiVersion": "v1",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid}}  # fmt: skip
+
+
 JWKS_CONTENT_TYPE = "application/jwk-set+json"
 
 

@@ -199,14 +199,48 @@ def up(args: argparse.Namespace) -> int:
     return 1
 
 
+def _running_authority(folder: Path) -> dict[str, str] | None:
+    """The URL and admin token of the authority `kamus-dev up` runs for ``folder``."""
+    try:
+        state: dict[str, str] = json.loads((folder / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        print(f"kamus-dev: no running authority found in {folder}; run `kamus-dev up` first",
+              file=sys.stderr)  # fmt: skip
+        return None
+    return state
+
+
+def objects(args: argparse.Namespace) -> int:
+    """Create or delete a pod object or a service account in the running authority."""
+    state = _running_authority(args.dir)
+    if state is None:
+        return 1
+    collection = f"{state['url']}/api/v1/namespaces/{args.namespace}/{args.resource}"
+    headers = {"Authorization": f"Bearer {state['admin_token']}"}
+    try:
+        if args.action == "create":
+            kind = "Pod" if args.resource == "pods" else "ServiceAccount"
+            manifest = {"apiVersion": "v1", "kind": kind, "metadata": {"name": args.name}}
+            response = requests.post(collection, json=manifest, headers=headers, timeout=10)
+        else:
+            response = requests.delete(f"{collection}/{args.name}", headers=headers, timeout=10)
+    except requests.RequestException as exc:
+        print(f"kamus-dev: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code not in (200, 201):
+        print(f"kamus-dev: {response.json().get('message', response.reason)}", file=sys.stderr)
+        return 1
+    metadata = response.json()["metadata"]
+    print(
+        f"{args.action}d {args.resource[:-1]} {args.namespace}/{args.name} (uid {metadata['uid']})"
+    )
+    return 0
+
+
 def token(args: argparse.Namespace) -> int:
     """Print a token minted by the running authority."""
-    state_file: Path = args.dir / STATE_FILE
-    try:
-        state = json.loads(state_file.read_text())
-    except (OSError, ValueError):
-        print(f"kamus-dev: no running authority found in {args.dir}; run `kamus-dev up` first",
-              file=sys.stderr)  # fmt: skip
+    state = _running_authority(args.dir)
+    if state is None:
         return 1
     try:
         minted = mint_token(
@@ -235,10 +269,21 @@ def parser() -> argparse.ArgumentParser:
     mint.add_argument("-n", "--namespace", required=True)
     mint.add_argument("-a", "--service-account", required=True)
     mint.add_argument("--audience", action="append", help="repeatable; default: kamus")
-    mint.add_argument("--pod", help="bind the token to this pod name")
+    mint.add_argument(
+        "--pod", help="bind the token to this pod (create it first: kamus-dev pod create)"
+    )
     mint.add_argument("--expiration-seconds", type=int, default=3600)
     mint.add_argument("--dir", type=Path, default=Path(".kamus-dev"), help="state folder")
     mint.set_defaults(handler=token)
+    for resource, singular in (("pods", "pod"), ("serviceaccounts", "serviceaccount")):
+        command = commands.add_parser(
+            singular, help=f"create or delete a {singular} object in the running authority"
+        )
+        command.add_argument("action", choices=("create", "delete"))
+        command.add_argument("name")
+        command.add_argument("-n", "--namespace", required=True)
+        command.add_argument("--dir", type=Path, default=Path(".kamus-dev"), help="state folder")
+        command.set_defaults(handler=objects, resource=resource)
     return top
 
 

@@ -86,6 +86,8 @@ def token(authority: TokenAuthority, authority_url: str) -> Callable[..., str]:
         namespace: str, service_account: str, audiences: tuple[str, ...] = ("kamus",),
         pod: str | None = None,
     ) -> str:  # fmt: skip
+        if pod is not None:
+            authority.create_pod(namespace, pod)  # bound tokens need the pod (None: it exists)
         return mint_token(
             authority_url, authority.admin_token, namespace, service_account, audiences, pod=pod
         )

@@ -228,3 +228,28 @@ def test_the_readmes_quick_start_runs_as_written(tmp_path: Path) -> None:
     finally:
         os.killpg(running.process.pid, signal.SIGINT)
         running.process.wait(timeout=30)
+
+
+def test_kamus_dev_creates_and_deletes_pods_for_bound_tokens(tmp_path: Path) -> None:
+    running = _start(tmp_path, tmp_path / "state")
+
+    def dev(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            _kamus_dev(*args, "--dir", str(running.state)), capture_output=True, text=True,
+            env=base_environment({}), timeout=30, check=False,
+        )  # fmt: skip
+
+    try:
+        missing = dev("token", "-n", "team-a", "-a", "app", "--pod", "web-1")
+        created = dev("pod", "create", "web-1", "-n", "team-a")
+        bound = dev("token", "-n", "team-a", "-a", "app", "--pod", "web-1")
+        deleted = dev("pod", "delete", "web-1", "-n", "team-a")
+        again = dev("pod", "delete", "web-1", "-n", "team-a")
+    finally:
+        os.killpg(running.process.pid, signal.SIGINT)
+        running.process.wait(timeout=30)
+    assert (missing.returncode, created.returncode, bound.returncode) == (1, 0, 0)
+    assert 'pods "web-1" not found' in missing.stderr
+    assert created.stdout.startswith("created pod team-a/web-1 (uid ")
+    assert bound.stdout.count(".") == 2
+    assert (deleted.returncode, again.returncode) == (0, 1)

@@ -84,7 +84,9 @@ class DevelopmentCluster:
         self.authority.delete_service_account(namespace, name)
 
     def create_pod(self, namespace: str, name: str, service_account: str) -> str:
-        return self.authority.create_pod(namespace, name)
+        uid = self.authority.create_pod(namespace, name)
+        assert uid is not None, f"pod {namespace}/{name} exists already"
+        return uid
 
     def delete_pod(self, namespace: str, name: str) -> None:
         self.authority.delete_pod(namespace, name)

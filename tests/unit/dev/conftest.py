@@ -33,8 +33,10 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def authority(signing_key: rsa.RSAPrivateKey, clock: ManualClock) -> TokenAuthority:
-    """A token authority with the session key and the manual clock."""
-    return TokenAuthority(signing_key=signing_key, clock=clock)
+    """A token authority with the session key and the manual clock, and the pod shop/app-7d9."""
+    created = TokenAuthority(signing_key=signing_key, clock=clock)
+    created.create_pod("shop", "app-7d9")
+    return created
 
 
 @pytest.fixture

@@ -340,3 +340,35 @@ def test_expired_service_account_token_no_longer_authenticates_its_caller(
     )
 
     assert response.status_code == 401
+
+
+def test_a_token_bound_to_a_pod_that_does_not_exist_is_not_found(mint: Mint) -> None:
+    with pytest.raises(requests.HTTPError, match='404 pods "never-created" not found'):
+        mint("shop", "app", ["kamus"], pod="never-created")
+
+
+def test_pods_and_service_accounts_are_created_and_deleted_like_api_objects(
+    server_url: str, authority: TokenAuthority, mint: Mint
+) -> None:
+    admin = {"Authorization": f"Bearer {authority.admin_token}"}
+    pods = f"{server_url}/api/v1/namespaces/shop/pods"
+    accounts = f"{server_url}/api/v1/namespaces/shop/serviceaccounts"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1"}}
+
+    created = requests.post(pods, json=pod, headers=admin, timeout=5)
+    again = requests.post(pods, json=pod, headers=admin, timeout=5)
+    token = mint("shop", "app", ["kamus"], pod="web-1")
+    deleted = requests.delete(f"{pods}/web-1", headers=admin, timeout=5)
+    gone = requests.delete(f"{pods}/web-1", headers=admin, timeout=5)
+    anonymous = requests.post(pods, json=pod, timeout=5)
+
+    assert (created.status_code, again.status_code) == (201, 409)
+    assert created.json()["metadata"]["uid"] == deleted.json()["metadata"]["uid"]
+    assert (deleted.status_code, gone.status_code, anonymous.status_code) == (200, 404, 403)
+    assert authority.review(token, ["kamus"])["error"] == (
+        "[invalid bearer token, service account token has been invalidated]"
+    )
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app"}}
+    assert requests.post(accounts, json=account, headers=admin, timeout=5).status_code == 409
+    assert requests.delete(f"{accounts}/app", headers=admin, timeout=5).status_code == 200
+    assert requests.post(accounts, json=account, headers=admin, timeout=5).status_code == 201
