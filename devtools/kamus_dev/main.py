@@ -170,8 +170,10 @@ def up(args: argparse.Namespace) -> int:
         server.server_close()
         os.close(lock)
 
-    signal.signal(signal.SIGTERM, _raise_stopped)
-    signal.signal(signal.SIGHUP, _raise_stopped)
+    # SIGINT too: a shell script starting kamus-dev in the background leaves SIGINT ignored, and
+    # Python then never raises KeyboardInterrupt; Ctrl-C must stop it all the same.
+    for stopping in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stopping, _raise_stopped)
     try:
         for name, (app, port, extra) in services.items():
             command = _service_command(app, port, args.workers)

@@ -44,7 +44,12 @@ class Running:
         return self.log.read_text("utf-8", "replace")
 
 
-def _start(tmp_path: Path, state: Path) -> Running:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start(tmp_path: Path, state: Path, *, from_a_script: bool = False) -> Running:
+    """``from_a_script``: started in the background by a shell script, which ignores SIGINT."""
     ports = _free_ports(3)
     log = tmp_path / f"up-{ports[0]}.out"
     with log.open("wb") as out:
@@ -53,7 +58,7 @@ def _start(tmp_path: Path, state: Path) -> Running:
                        "--encryptor-port", str(ports[1]), "--decryptor-port", str(ports[2]),
                        "--workers", "1"),
             stdout=out, stderr=subprocess.STDOUT, env=base_environment({}), cwd=tmp_path,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_ignore_sigint if from_a_script else None,  # noqa: PLW1509
         )  # fmt: skip
     running = Running(process, ports, state, log)
     deadline = time.monotonic() + 60
@@ -79,17 +84,20 @@ def _ports_closed(ports: list[int], within: float = 20) -> bool:
 
 
 @pytest.mark.parametrize(
-    "stop",
+    ("stop", "from_a_script"),
     [
-        pytest.param(lambda r: r.process.send_signal(signal.SIGHUP), id="terminal-closed"),
-        pytest.param(lambda r: os.killpg(r.process.pid, signal.SIGINT), id="ctrl-c-to-the-group"),
-        pytest.param(lambda r: r.process.send_signal(signal.SIGTERM), id="sigterm"),
+        pytest.param(lambda r: r.process.send_signal(signal.SIGHUP), False, id="terminal-closed"),
+        pytest.param(lambda r: os.killpg(r.process.pid, signal.SIGINT), False,
+                     id="ctrl-c-to-the-group"),
+        pytest.param(lambda r: os.killpg(r.process.pid, signal.SIGINT), True,
+                     id="ctrl-c-started-in-the-background-by-a-script"),
+        pytest.param(lambda r: r.process.send_signal(signal.SIGTERM), False, id="sigterm"),
     ],
-)
+)  # fmt: skip
 def test_kamus_dev_stops_every_service_cleanly_however_it_is_stopped(
-    tmp_path: Path, stop: Callable[[Running], None]
+    tmp_path: Path, stop: Callable[[Running], None], from_a_script: bool
 ) -> None:
-    running = _start(tmp_path, tmp_path / "state")
+    running = _start(tmp_path, tmp_path / "state", from_a_script=from_a_script)
     stop(running)
     assert running.process.wait(timeout=30) == 0
     assert _ports_closed(running.ports)
