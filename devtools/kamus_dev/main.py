@@ -125,7 +125,10 @@ def up(args: argparse.Namespace) -> int:
     state: Path = args.dir.resolve()
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = _lock_state(state)  # held until this process ends
-    authority = TokenAuthority(signing_key=load_or_create_signing_key(state / "authority-key.pem"))
+    authority = TokenAuthority(
+        signing_key=load_or_create_signing_key(state / "authority-key.pem"),
+        kubernetes_version=args.kubernetes_version,
+    )
     server = make_server(HOST, args.authority_port, create_authority_app(authority), threaded=True)
     authority_url = f"http://{HOST}:{server.port}"
 
@@ -256,6 +259,13 @@ def token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version(text: str) -> tuple[int, int]:
+    major, _, minor = text.partition(".")
+    if not (major.isdigit() and minor.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not MAJOR.MINOR, e.g. 1.28")
+    return int(major), int(minor)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     top = argparse.ArgumentParser(prog="kamus-dev", description=__doc__.splitlines()[0])
@@ -266,6 +276,15 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--encryptor-port", type=int, default=8441)
     run.add_argument("--decryptor-port", type=int, default=8442)
     run.add_argument("--workers", type=int, default=2, help="gunicorn workers per service")
+    run.add_argument(
+        "--kubernetes-version",
+        type=_version,
+        default=(1, 29),
+        metavar="MAJOR.MINOR",
+        help="token shape of this Kubernetes version: from 1.29 tokens carry a jti (a credential "
+        "id in the audit); 1.28 and older do not, and two tokens asked for in one second are the "
+        "same (default: 1.29)",
+    )
     run.set_defaults(handler=up)
     mint = commands.add_parser("token", help="print a pod token from the running authority")
     mint.add_argument("-n", "--namespace", required=True)

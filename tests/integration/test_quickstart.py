@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
 import pytest
 import requests
 from gunicorn_process import base_environment
@@ -48,7 +49,7 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _start(tmp_path: Path, state: Path, *, from_a_script: bool = False) -> Running:
+def _start(tmp_path: Path, state: Path, *extra: str, from_a_script: bool = False) -> Running:
     """``from_a_script``: started in the background by a shell script, which ignores SIGINT."""
     ports = _free_ports(3)
     log = tmp_path / f"up-{ports[0]}.out"
@@ -56,7 +57,7 @@ def _start(tmp_path: Path, state: Path, *, from_a_script: bool = False) -> Runni
         process = subprocess.Popen(
             _kamus_dev("up", "--dir", str(state), "--authority-port", str(ports[0]),
                        "--encryptor-port", str(ports[1]), "--decryptor-port", str(ports[2]),
-                       "--workers", "1"),
+                       "--workers", "1", *extra),
             stdout=out, stderr=subprocess.STDOUT, env=base_environment({}), cwd=tmp_path,
             start_new_session=True, preexec_fn=_ignore_sigint if from_a_script else None,  # noqa: PLW1509
         )  # fmt: skip
@@ -261,3 +262,16 @@ def test_kamus_dev_creates_and_deletes_pods_for_bound_tokens(tmp_path: Path) -> 
     assert created.stdout.startswith("created pod team-a/web-1 (uid ")
     assert bound.stdout.count(".") == 2
     assert (deleted.returncode, again.returncode) == (0, 1)
+
+
+def test_kamus_dev_can_shape_tokens_like_kubernetes_1_28(tmp_path: Path) -> None:
+    running = _start(tmp_path, tmp_path / "state", "--kubernetes-version", "1.28")
+    try:
+        token = subprocess.run(
+            _kamus_dev("token", "-n", "team-a", "-a", "app", "--dir", str(running.state)),
+            capture_output=True, text=True, check=True, env=base_environment({}),
+        ).stdout.strip()  # fmt: skip
+    finally:
+        os.killpg(running.process.pid, signal.SIGINT)
+        running.process.wait(timeout=30)
+    assert "jti" not in jwt.decode(token, options={"verify_signature": False})
