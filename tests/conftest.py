@@ -64,3 +64,16 @@ def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI
         pytest.skip(SKIP_REASON)
     with running(tmp_path_factory.mktemp("kube-apiserver")) as server:
         yield server
+
+
+# What makes a test an integration test: it starts real servers or programs (gunicorn, the API
+# server, a KMS backend, SoftHSM2 processes). `pytest -m "not integration"` leaves them out.
+_INTEGRATION_FOLDERS = frozenset({"integration", "conformance"})
+_INTEGRATION_FIXTURES = frozenset({"backends", "kube_apiserver"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if _INTEGRATION_FOLDERS & set(item.path.parts) or _INTEGRATION_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.integration)
