@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kamus_cli.errors import InputError
-from kamus_cli.exitcodes import ExitCode
-from kamus_cli.program import run_program
+from kamus_client.errors import InputError
+from kamus_client.exitcodes import ExitCode
+from kamus_client.program import run_program
 from kamus_decryptor.auditfile import escape_unsafe, json_line, read_records, verify
 
 PROGRAM = "kamus-audit"

@@ -1,7 +1,7 @@
 """The connection flags every kamus-cli command that talks to a Kamus service shares.
 
 ``-u/--kamus-url``, ``--allow-insecure-url``, ``--cert-fingerprint``, ``--ca-bundle`` and
-``--timeout``, turned into a :class:`~kamus_cli.client.KamusClient` after the checks that must
+``--timeout``, turned into a :class:`~kamus_client.api.KamusClient` after the checks that must
 happen before anything is sent.
 """
 
@@ -12,10 +12,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from kamus_cli.arguments import positive_seconds
-from kamus_cli.client import KamusClient, is_insecure, parse_base_url, user_agent
-from kamus_cli.errors import InputError
-from kamus_cli.pinning import is_sha1, normalize_fingerprint
+from kamus_client.api import KamusClient, is_insecure, parse_base_url
+from kamus_client.arguments import positive_seconds
+from kamus_client.errors import InputError
+from kamus_client.pinning import is_sha1, normalize_fingerprint
+from kamus_client.version import user_agent
 
 DEFAULT_TIMEOUT = 10.0
 CA_BUNDLE_ENV = "KAMUS_CA_BUNDLE"

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from kamus_cli.errors import InputError, OutputError
+from kamus_client.errors import InputError, OutputError
 from kamus_kms.privatefile import write_private
 
 

@@ -17,8 +17,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from kamus_cli.arguments import paragraph
-from kamus_cli.errors import InputError
+from kamus_client.arguments import paragraph
+from kamus_client.errors import InputError
 from kamus_kms.ciphertext import NONCE_BYTES, PREFIX, TAG_BYTES, Ciphertext
 from kamus_kms.errors import InvalidCiphertextError
 

@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from kamus_cli.errors import InputError, OutputError
+from kamus_client.errors import InputError, OutputError
 from kamus_kms.errors import ConfigurationError
 from kamus_kms.keyring import Keyring
 

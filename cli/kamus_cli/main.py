@@ -8,10 +8,10 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from kamus_cli import decryption, encrypt, inspection, keyring, seal
-from kamus_cli.arguments import paragraph
-from kamus_cli.client import package_version
-from kamus_cli.exitcodes import ExitCode
-from kamus_cli.program import run_program
+from kamus_client.arguments import paragraph
+from kamus_client.exitcodes import ExitCode
+from kamus_client.program import run_program
+from kamus_client.version import VERSION
 
 PROGRAM = "kamus-cli"
 EPILOG = """\
@@ -36,7 +36,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-V", "--version", action="version", version=package_version())
+    parser.add_argument("-V", "--version", action="version", version=VERSION)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     encrypt.register(commands, environ)
     seal.register(commands, environ)

@@ -19,12 +19,12 @@ from typing import Any
 
 import yaml
 
-from kamus_cli.arguments import paragraph
-from kamus_cli.client import package_version
 from kamus_cli.connection import add_connection_arguments, checked_url, open_client
 from kamus_cli.destinations import add_output_arguments, check_output, emit
 from kamus_cli.envfile import parse_env
-from kamus_cli.errors import InputError
+from kamus_client.arguments import paragraph
+from kamus_client.errors import InputError
+from kamus_client.version import VERSION
 
 URL_ENV = "KAMUS_URL"
 PROJECTED_DIR = "/var/run/secrets/kamus"
@@ -104,7 +104,7 @@ def register(
     )
     wiring.add_argument(
         "--image",
-        default=f"kamus-init:{package_version()}",
+        default=f"kamus-init:{VERSION}",
         help="kamus-init image (default: %(default)s)",
     )
     wiring.add_argument(

@@ -18,7 +18,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from kamus_cli.errors import InputError, ServerRefusedError, ServerUnavailableError
+from kamus_client.errors import InputError, ServerRefusedError, ServerUnavailableError
 
 AUDIENCE = "kamus"
 EXPIRATION_SECONDS = 600  # the API server refuses anything shorter

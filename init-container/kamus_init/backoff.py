@@ -1,7 +1,7 @@
 """Retrying transient decryptor failures with exponential backoff and jitter, within a deadline.
 
 Transient: a ServerUnavailableError marked transient (502/503/504, connection refused or reset,
-timeouts) and a RateLimitedError (429). A ``Retry-After`` longer than the backoff is honoured.
+timeouts) and a TooManyRequestsError (429). A ``Retry-After`` longer than the backoff is honoured.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from kamus_cli.errors import RateLimitedError, ServerUnavailableError
+from kamus_client.errors import ServerUnavailableError, TooManyRequestsError
 
 T = TypeVar("T")
 
@@ -60,7 +60,7 @@ def call_with_retries(
         remaining = end - clock()
         try:
             return call(min(remaining, policy.attempt_timeout))
-        except (ServerUnavailableError, RateLimitedError) as exc:
+        except (ServerUnavailableError, TooManyRequestsError) as exc:
             if isinstance(exc, ServerUnavailableError) and not exc.transient:
                 raise
             wait = policy.delay(retry, exc.retry_after, draw)

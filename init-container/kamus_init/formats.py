@@ -18,9 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import yaml
-
-from kamus_cli.errors import InputError
+from kamus_client.errors import InputError
 from kamus_init.jsonvalues import compact_json, parsed_json, stringify_if_json
 from kamus_init.templates import TemplateFile
 
@@ -160,6 +158,8 @@ def render_env(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, byt
 
 def render_yaml(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, bytes]:
     """One YAML mapping ``{name: plaintext}``, every value a string (yaml.safe_dump)."""
+    import yaml  # noqa: PLC0415 - only this format pays for it (about 35 ms)
+
     text = yaml.safe_dump(
         dict(plaintexts), default_flow_style=False, allow_unicode=True, sort_keys=False, width=2**30
     )

@@ -6,10 +6,11 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from kamus_cli.client import KamusClient, user_agent
-from kamus_cli.exitcodes import ExitCode
-from kamus_cli.program import run_program
-from kamus_cli.tokenfile import read_token_file
+from kamus_client.api import KamusClient
+from kamus_client.exitcodes import ExitCode
+from kamus_client.program import run_program
+from kamus_client.tokenfile import read_token_file
+from kamus_client.version import user_agent
 from kamus_init.backoff import Backoff, call_with_retries
 from kamus_init.formats import FORMATS, OutputSpec
 from kamus_init.outputs import write_atomically

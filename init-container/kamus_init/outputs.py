@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from kamus_cli.errors import OutputError
+from kamus_client.errors import OutputError
 
 
 def write_atomically(directory: Path, files: Mapping[str, bytes], *, mode: int) -> None:

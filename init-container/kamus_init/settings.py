@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kamus_cli.arguments import file_mode, paragraph, positive_seconds
-from kamus_cli.client import package_version, parse_base_url
-from kamus_cli.errors import InputError
+from kamus_client.api import parse_base_url
+from kamus_client.arguments import file_mode, paragraph, positive_seconds
+from kamus_client.errors import InputError
+from kamus_client.version import VERSION
 from kamus_init.credentials import token_path
 from kamus_init.formats import FORMATS, check_file_name
 from kamus_init.templates import TemplateFile, default_output_name
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-V", "--version", action="version", version=package_version())
+    parser.add_argument("-V", "--version", action="version", version=VERSION)
     parser.add_argument(
         "-e",
         "--encrypted-folders",

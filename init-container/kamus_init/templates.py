@@ -17,20 +17,24 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
-from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-from kamus_cli.errors import InputError
+from kamus_client.errors import InputError
 from kamus_init.jsonvalues import stringify_if_json
+
+if TYPE_CHECKING:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+# Jinja2 is imported only when a template is used: kamus-init's other formats, run at every pod
+# start, do not pay for it (about 90 ms on the reference machine).
 
 TEMPLATE_SUFFIXES = (".j2", ".jinja2", ".jinja")
 _MAX_MESSAGE = 200
 
 
 def _from_json(text: str) -> Any:
+    from jinja2.exceptions import TemplateError  # noqa: PLC0415 - see above
+
     try:
         return json.loads(text)
     except ValueError as exc:
@@ -42,6 +46,9 @@ def _to_json(value: object) -> str:
 
 
 def _environment(path: Path, source: str) -> ImmutableSandboxedEnvironment:
+    import jinja2  # noqa: PLC0415 - see above
+    from jinja2.sandbox import ImmutableSandboxedEnvironment  # noqa: PLC0415
+
     environment = ImmutableSandboxedEnvironment(
         loader=jinja2.FunctionLoader(
             lambda name: (source, str(path), lambda: True) if name == str(path) else None
@@ -74,6 +81,8 @@ class TemplateFile:
     """A template read and compiled once, at start-up, so syntax errors come before any call."""
 
     def __init__(self, path: Path) -> None:
+        from jinja2.exceptions import TemplateSyntaxError  # noqa: PLC0415 - see above
+
         self.path = path
         try:
             source = path.read_text(encoding="utf-8")
@@ -89,6 +98,12 @@ class TemplateFile:
 
     def render(self, plaintexts: Mapping[str, str]) -> str:
         """Render with ``secrets``; raise InputError (nothing is written) on any failure."""
+        from jinja2.exceptions import (  # noqa: PLC0415 - see above
+            SecurityError,
+            TemplateError,
+            UndefinedError,
+        )
+
         try:
             return self._template.render(secrets=dict(plaintexts))
         except SecurityError as exc:
@@ -126,6 +141,8 @@ class TemplateFile:
     def _safe_message(exc: BaseException, plaintexts: Mapping[str, str]) -> str:
         # Only syntax errors are about the template's own text; any other message may quote a
         # value computed from a secret (a part of it, a transformed form), so only its type.
+        from jinja2.exceptions import TemplateSyntaxError  # noqa: PLC0415 - see above
+
         if not isinstance(exc, TemplateSyntaxError):
             return type(exc).__name__
         message = " ".join(str(exc).split())[:_MAX_MESSAGE]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kamus_cli.audit import main
-from kamus_cli.exitcodes import ExitCode
+from kamus_client.exitcodes import ExitCode
 from kamus_decryptor.auditfile import AuditFile, verify
 
 Run = Callable[..., tuple[int, str, str]]

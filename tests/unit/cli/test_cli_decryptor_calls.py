@@ -9,9 +9,9 @@ import jwt
 import pytest
 from canned_server import CannedServer, Reply, error_reply
 
-from kamus_cli.client import package_version
-from kamus_cli.exitcodes import ExitCode
 from kamus_cli.main import main
+from kamus_client.exitcodes import ExitCode
+from kamus_client.version import VERSION
 from kamus_dev.authority import TokenAuthority, create_authority_app, serve_in_thread
 from kamus_dev.kubeconfig import write_kubeconfig
 
@@ -70,7 +70,7 @@ def test_rewrap_sends_the_ciphertext_with_the_token_file_and_prints_the_new_one(
     assert request.path == "/api/v1/rewrap"
     assert request.body == {"data": VECTOR}
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
-    assert request.headers["User-Agent"] == f"kamus-cli-{package_version()}"
+    assert request.headers["User-Agent"] == f"kamus-cli-{VERSION}"
     out, err = capsys.readouterr()
     assert out == REWRAPPED + "\n"
     assert "SENTINEL" not in err

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from canned_server import CannedServer, Reply, error_reply, json_reply
 
-from kamus_cli.client import package_version
-from kamus_cli.exitcodes import ExitCode
 from kamus_cli.main import main
+from kamus_client.exitcodes import ExitCode
+from kamus_client.version import VERSION
 
 CIPHERTEXT = "kamus:v1:team-a:api:k1:local:c2VjcmV0LWJ5dGVz"
 SECRET = "s3cret-SENTINEL"
@@ -35,7 +35,7 @@ def test_encrypt_sends_data_namespace_and_service_account_as_json(
     assert request.path == "/api/v1/encrypt"
     assert request.body == {"data": SECRET, "namespace": "team-a", "service-account": "api"}
     assert request.headers["Content-Type"] == "application/json"
-    assert request.headers["User-Agent"] == f"kamus-cli-{package_version()}"
+    assert request.headers["User-Agent"] == f"kamus-cli-{VERSION}"
     assert "Authorization" not in request.headers
 
 

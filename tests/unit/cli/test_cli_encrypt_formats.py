@@ -10,9 +10,9 @@ import yaml
 from canned_server import CannedServer, Recorded, Reply
 
 from kamus_cli.envfile import parse_env
-from kamus_cli.errors import InputError
-from kamus_cli.exitcodes import ExitCode
 from kamus_cli.main import main
+from kamus_client.errors import InputError
+from kamus_client.exitcodes import ExitCode
 
 CIPHERTEXT = "kamus:v1:local:team-a:api:k1:c2VjcmV0LWJ5dGVz"
 

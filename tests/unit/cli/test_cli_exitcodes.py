@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from kamus_cli.errors import (
+from kamus_client.errors import (
     ClientError,
     InputError,
     OutputError,
@@ -17,7 +17,7 @@ from kamus_cli.errors import (
     TLSError,
     UnexpectedResponseError,
 )
-from kamus_cli.exitcodes import ExitCode, exit_code_for
+from kamus_client.exitcodes import ExitCode, exit_code_for
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kamus_cli.exitcodes import ExitCode
 from kamus_cli.main import main
+from kamus_client.exitcodes import ExitCode
 from kamus_kms.keyring import Keyring, KeyState
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from kamus_cli.audit import main as audit_main
 from kamus_cli.destinations import write_file
-from kamus_cli.errors import InputError
+from kamus_client.errors import InputError
 
 
 def test_a_plaintext_overwrite_never_keeps_a_readable_mode_or_follows_a_symlink(

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from canned_server import CannedServer, Recorded, Reply
 
-from kamus_cli.client import package_version
-from kamus_cli.exitcodes import ExitCode
 from kamus_cli.main import main
+from kamus_client.exitcodes import ExitCode
+from kamus_client.version import VERSION
 
 PASSWORD = "hunter2-SENTINEL"
 TOKEN_TEXT = "tok-SENTINEL\nline two"
@@ -132,7 +132,7 @@ def test_env_file_seals_into_a_pod_patch_with_defaults_from_the_file_name(
     assert (patch["apiVersion"], patch["kind"]) == ("v1", "Pod")
     assert patch["metadata"] == {"name": "api", "namespace": "team-b"}
     assert patch["spec"]["initContainers"][0]["args"][-4:] == ["-f", "env", "-n", "app.env"]
-    assert patch["spec"]["initContainers"][0]["image"] == f"kamus-init:{package_version()}"
+    assert patch["spec"]["initContainers"][0]["image"] == f"kamus-init:{VERSION}"
 
 
 def test_output_file_holds_both_documents(

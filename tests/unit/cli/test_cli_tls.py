@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 from canned_server import CannedServer, Certificate, Reply
 
-from kamus_cli.exitcodes import ExitCode
 from kamus_cli.main import main
+from kamus_client.exitcodes import ExitCode
 
 CIPHERTEXT = "kamus:v1:team-a:api:k1:local:c2VjcmV0LWJ5dGVz"
 

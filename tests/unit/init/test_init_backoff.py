@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kamus_cli.errors import ServerRefusedError, ServerUnavailableError
+from kamus_client.errors import ServerRefusedError, ServerUnavailableError
 from kamus_init.backoff import Backoff, call_with_retries
 
 

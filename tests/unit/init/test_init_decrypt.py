@@ -13,8 +13,8 @@ import pytest
 from canned_server import CannedServer, Recorded, Reply, error_reply
 from configmap_mounts import PREFIX, TOKEN, echo
 
-from kamus_cli.client import package_version
-from kamus_cli.exitcodes import ExitCode
+from kamus_client.exitcodes import ExitCode
+from kamus_client.version import VERSION
 from kamus_init.main import main
 
 NO_WAIT = {"Retry-After": "0"}
@@ -39,7 +39,7 @@ def test_one_batch_request_carries_every_item_the_token_and_the_user_agent(
         "items": {"api.key": f"{PREFIX}abc-SENTINEL", "db-password": f"{PREFIX}hunter2-SENTINEL"}
     }
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
-    assert request.headers["User-Agent"] == f"kamus-init-{package_version()}"
+    assert request.headers["User-Agent"] == f"kamus-init-{VERSION}"
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ import yaml
 from canned_server import CannedServer
 from configmap_mounts import PREFIX, configmap_folder
 
-from kamus_cli.errors import InputError
-from kamus_cli.exitcodes import ExitCode
+from kamus_client.errors import InputError
+from kamus_client.exitcodes import ExitCode
 from kamus_init.formats import (
     OutputSpec,
     render_cfg,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kamus_cli.errors import InputError
+from kamus_client.errors import InputError
 from kamus_init import credentials
 from kamus_init.main import main
 from kamus_init.settings import load_settings

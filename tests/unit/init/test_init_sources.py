@@ -8,7 +8,7 @@ import pytest
 from canned_server import CannedServer
 from configmap_mounts import PREFIX, configmap_folder
 
-from kamus_cli.errors import InputError
+from kamus_client.errors import InputError
 from kamus_init.main import main
 from kamus_init.sources import read_ciphertexts
 

@@ -8,7 +8,7 @@ import pytest
 from canned_server import CannedServer
 from configmap_mounts import PREFIX, configmap_folder
 
-from kamus_cli.exitcodes import ExitCode
+from kamus_client.exitcodes import ExitCode
 from kamus_init.main import main
 
 KAMUS = Path(__file__).parent / "kamus_fixtures"

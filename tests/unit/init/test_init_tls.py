@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from canned_server import CannedServer, Certificate
 
-from kamus_cli.exitcodes import ExitCode
+from kamus_client.exitcodes import ExitCode
 from kamus_init.main import main
 
 

@@ -17,7 +17,7 @@ def _all_subclasses(cls: type[KamusError]) -> list[type[KamusError]]:
 
 # Raised only at start-up, where the process exits instead of answering.
 _STARTUP_ONLY = {ConfigurationError}
-# The services raise the errors of the core tree; the clients' own errors (kamus_cli.errors) map
+# The services raise the errors of the core tree; the clients' own errors (kamus_client.errors) map
 # to exit codes instead, and are tested there.
 SERVICE_ERRORS = [c for c in _all_subclasses(KamusError) if c.__module__ == errors.__name__]
 REQUEST_ERRORS = [c for c in SERVICE_ERRORS if c not in _STARTUP_ONLY]

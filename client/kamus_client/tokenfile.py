@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kamus_cli.errors import InputError
+from kamus_client.errors import InputError
 
 
 def read_token_file(path: Path) -> str:

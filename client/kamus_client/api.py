@@ -1,31 +1,29 @@
-"""A small HTTP client of the Kamus encryptor and decryptor, shared by kamus-cli and kamus-init.
+"""The client of the Kamus encryptor and decryptor APIs, shared by kamus-cli and kamus-init.
 
-Every ``requests`` error is translated here into :mod:`kamus_cli.errors`; callers never see a
-``requests`` exception.
+Each call is one request on a fresh connection (:mod:`kamus_client.transport`): kamus-init sends
+one request per pod start, and kamus-cli few enough that connection reuse would not be felt.
+Every non-200 answer becomes a :mod:`kamus_client.errors` error carrying the server's code.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-from urllib3.exceptions import MaxRetryError
-
-from kamus_cli.errors import (
+from kamus_client import transport
+from kamus_client.errors import (
     ClientError,
     InputError,
-    RateLimitedError,
     ServerRefusedError,
     ServerUnavailableError,
-    TLSError,
+    TooManyRequestsError,
     UnexpectedResponseError,
 )
-from kamus_cli.pinning import FingerprintAdapter
+from kamus_client.pinning import pin_check, tls_context
 
 ENCRYPT_PATH = "/api/v1/encrypt"
 DECRYPT_PATH = "/api/v1/decrypt"
@@ -35,19 +33,6 @@ CIPHERTEXT_PREFIX = "kamus:"
 # Statuses that say "try again later": a proxy or the service itself is briefly unavailable.
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 _MAX_SERVER_MESSAGE = 300
-
-
-def package_version() -> str:
-    """Return the installed version of the ``kamus`` distribution, or ``0+unknown``."""
-    try:
-        return importlib.metadata.version("kamus")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
-def user_agent(program: str) -> str:
-    """Return the User-Agent of ``program`` (``kamus-cli`` or ``kamus-init``), as Kamus sends it."""
-    return f"{program}-{package_version()}"
 
 
 def parse_base_url(url: str) -> str:
@@ -66,10 +51,12 @@ def is_insecure(url: str) -> bool:
 
 
 class KamusClient:
-    """Calls the Kamus encrypt, decrypt, batch-decrypt and rewrap APIs over one pooled session.
+    """Calls the Kamus encrypt, decrypt, batch-decrypt and rewrap APIs.
 
     ``ca_bundle`` is a PEM file of the CAs to trust instead of the system's; ``cert_fingerprint``
-    pins the server certificate instead of any CA validation. They exclude each other.
+    pins the server certificate instead of any CA validation. They exclude each other. The proxy
+    comes from the environment (``environ``, default ``os.environ``) as described in
+    :mod:`kamus_client.transport`.
     """
 
     def __init__(
@@ -80,21 +67,26 @@ class KamusClient:
         timeout: float,
         cert_fingerprint: str | None = None,
         ca_bundle: Path | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self._base_url = parse_base_url(base_url)
+        self._origin = transport.Origin.of(self._base_url)
+        self._path_prefix = urlsplit(self._base_url).path
         self._timeout = timeout
-        self._session = requests.Session()
-        self._session.headers["User-Agent"] = user_agent
+        self._user_agent = user_agent
         if cert_fingerprint is not None and ca_bundle is not None:
             raise InputError("a certificate pin and a CA bundle exclude each other; pass one")
-        if cert_fingerprint is not None:
-            if is_insecure(self._base_url):
-                raise InputError("--cert-fingerprint needs an https:// Kamus URL")
-            self._session.mount("https://", FingerprintAdapter(cert_fingerprint))
+        if cert_fingerprint is not None and is_insecure(self._base_url):
+            raise InputError("--cert-fingerprint needs an https:// Kamus URL")
         if ca_bundle is not None and not ca_bundle.is_file():
             raise InputError(f"the CA bundle {ca_bundle} is not a readable file")
-        # Passed with every request: requests lets $REQUESTS_CA_BUNDLE override session.verify.
-        self._verify: str | None = str(ca_bundle) if ca_bundle is not None else None
+        self._check_peer = pin_check(cert_fingerprint) if cert_fingerprint is not None else None
+        self._tls = (
+            tls_context(ca_bundle=ca_bundle, pinned=cert_fingerprint is not None)
+            if self._origin.scheme == "https"
+            else None
+        )
+        self._proxy = transport.proxy_for(self._origin, environ)
 
     def __enter__(self) -> KamusClient:
         return self
@@ -108,8 +100,7 @@ class KamusClient:
         self.close()
 
     def close(self) -> None:
-        """Release pooled connections."""
-        self._session.close()
+        """Nothing to release: every request has its own connection (kept for callers' ``with``)."""
 
     def encrypt(self, data: str, *, namespace: str, service_account: str) -> str:
         """Return the ciphertext of ``data`` for the scope; raises a ClientError on failure."""
@@ -125,7 +116,7 @@ class KamusClient:
             headers={"Authorization": f"Bearer {token}", "Accept": "text/plain"},
         )
         try:
-            return response.content.decode("utf-8")
+            return response.body.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise UnexpectedResponseError("the decryptor's answer is not UTF-8 text") from exc
 
@@ -149,7 +140,7 @@ class KamusClient:
             timeout=timeout,
         )
         try:
-            body = response.json()
+            body = json.loads(response.body)
         except ValueError as exc:
             raise UnexpectedResponseError("the decryptor's answer is not JSON") from exc
         plaintexts = body.get("items") if isinstance(body, dict) else None
@@ -170,42 +161,30 @@ class KamusClient:
         *,
         headers: Mapping[str, str],
         timeout: float | None = None,
-    ) -> requests.Response:
-        url = self._base_url + path
-        try:
-            # Never follow redirects: a redirect could carry the secret or token to another host.
-            response = self._session.post(
-                url,
-                json=body,
-                headers=dict(headers),
-                timeout=self._timeout if timeout is None else timeout,
-                allow_redirects=False,
-                verify=self._verify,
-            )
-        except requests.exceptions.SSLError as exc:
-            raise TLSError(f"TLS with {self._base_url} failed: {_reason(exc)}") from exc
-        except requests.exceptions.Timeout as exc:
-            raise ServerUnavailableError(
-                f"{self._base_url} did not answer in time", transient=True
-            ) from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise ServerUnavailableError(
-                f"cannot connect to {self._base_url}: {_reason(exc)}", transient=True
-            ) from exc
-        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
-            raise InputError(f"the Kamus URL {self._base_url!r} is not usable") from exc
-        except requests.exceptions.RequestException as exc:
-            raise ServerUnavailableError(
-                f"the request to {self._base_url} failed: {type(exc).__name__}", transient=False
-            ) from exc
-        if response.status_code != 200:
+    ) -> transport.Response:
+        response = transport.post(
+            self._origin,
+            self._path_prefix + path,
+            json.dumps(body).encode("utf-8"),
+            {
+                "User-Agent": self._user_agent,
+                "Content-Type": "application/json",
+                "Accept-Encoding": "identity",
+                **headers,
+            },
+            timeout=self._timeout if timeout is None else timeout,
+            tls=self._tls,
+            check_peer=self._check_peer,
+            proxy=self._proxy,
+        )
+        if response.status != 200:
             raise error_for_response(response)
         return response
 
 
-def _ciphertext_of(response: requests.Response, service: str) -> str:
+def _ciphertext_of(response: transport.Response, service: str) -> str:
     try:
-        ciphertext = response.content.decode("ascii").strip()
+        ciphertext = response.body.decode("ascii").strip()
     except UnicodeDecodeError as exc:
         raise UnexpectedResponseError(f"the {service} returned a non-ASCII ciphertext") from exc
     if not ciphertext.startswith(CIPHERTEXT_PREFIX) or "\n" in ciphertext:
@@ -215,13 +194,13 @@ def _ciphertext_of(response: requests.Response, service: str) -> str:
     return ciphertext
 
 
-def error_for_response(response: requests.Response) -> ClientError:
+def error_for_response(response: transport.Response) -> ClientError:
     """Translate a non-200 answer into a ClientError carrying the server's code and message."""
-    status = response.status_code
+    status = response.status
     code, message = _error_body(response)
     described = f"{message} [{code}, HTTP {status}]" if code else f"{message} [HTTP {status}]"
     if status == 429:
-        return RateLimitedError(
+        return TooManyRequestsError(
             f"the server refused the request: {described}",
             error_code=code,
             retry_after=_retry_after(response),
@@ -240,9 +219,9 @@ def error_for_response(response: requests.Response) -> ClientError:
     return UnexpectedResponseError(f"unexpected answer from the server [HTTP {status}]")
 
 
-def _error_body(response: requests.Response) -> tuple[str | None, str]:
+def _error_body(response: transport.Response) -> tuple[str | None, str]:
     try:
-        body = response.json()
+        body = json.loads(response.body)
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("message"), str):
@@ -257,18 +236,10 @@ def _printable(text: str) -> str:
     return cleaned[:_MAX_SERVER_MESSAGE]
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
+def _retry_after(response: transport.Response) -> float | None:
+    value = response.headers.get("retry-after", "").strip()
     try:
         seconds = float(value)
     except ValueError:
         return None  # HTTP-date form: fall back to our own backoff
     return seconds if seconds >= 0 else None
-
-
-def _reason(exc: requests.exceptions.RequestException) -> str:
-    # requests wraps urllib3's MaxRetryError, whose reason is the short, useful part.
-    inner: object = exc.args[0] if exc.args else exc
-    if isinstance(inner, MaxRetryError) and inner.reason is not None:
-        inner = inner.reason
-    return _printable(str(inner)) or type(exc).__name__

@@ -1,48 +1,39 @@
-"""Errors of the Kamus HTTP clients (``kamus-cli`` and ``kamus-init``).
+"""Errors of the Kamus client programs (``kamus-cli``, ``kamus-init``, ``kamus-audit``).
 
-Every failure either program reports on purpose is one of these; lower-level errors (``requests``,
-``OSError``, ``UnicodeDecodeError``) are translated where they happen, with ``raise … from exc``.
-Each class maps to one exit code in :mod:`kamus_cli.exitcodes`. Messages never contain a secret,
-a plaintext or a token.
+Every failure these programs report on purpose is one of these; lower-level errors (``OSError``,
+``ssl.SSLError``, ``UnicodeDecodeError``, the core's ``KamusError``) are translated where they
+happen, with ``raise … from exc``. Each class maps to one exit code in
+:mod:`kamus_client.exitcodes`. Messages never contain a secret, a plaintext or a token.
 
-    KamusError
-    └── ClientError                    base of every client-side failure
-        ├── InputError                 bad local input or configuration             exit 3
-        ├── OutputError                an output file could not be written          exit 4
-        ├── ServerRefusedError         the server answered 4xx                      exit 5
-        │   └── RateLimitedError       429: too many failed attempts, try later     exit 5
-        ├── ServerUnavailableError     5xx, network failure, timeout, deadline      exit 6
-        ├── TLSError                   certificate verification or pin failure      exit 7
-        └── UnexpectedResponseError    the answer does not follow the Kamus API     exit 8
+The tree has its own root: a client runs far from the services, and nothing maps these to HTTP.
+
+    ClientError                        base of every client-side failure
+    ├── InputError                 bad local input or configuration             exit 3
+    ├── OutputError                an output file could not be written          exit 4
+    ├── ServerRefusedError         the server answered 4xx                      exit 5
+    │   └── TooManyRequestsError   429: the server asks to try later           exit 5
+    ├── ServerUnavailableError     5xx, network failure, timeout, deadline      exit 6
+    ├── TLSError                   certificate verification or pin failure      exit 7
+    └── UnexpectedResponseError    the answer does not follow the Kamus API     exit 8
 """
 
 from __future__ import annotations
 
-from kamus_kms.errors import KamusError
 
-
-class ClientError(KamusError):
+class ClientError(Exception):
     """Base of every failure of a Kamus client program."""
-
-    code = "client_error"
 
 
 class InputError(ClientError):
     """Local input or configuration is unusable: flags, environment, files."""
 
-    code = "invalid_input"
-
 
 class OutputError(ClientError):
     """An output file could not be written."""
 
-    code = "output_failed"
-
 
 class ServerRefusedError(ClientError):
     """The server refused the request with a 4xx status."""
-
-    code = "server_refused"
 
     def __init__(self, message: str, *, status: int, error_code: str | None = None) -> None:
         self.status = status
@@ -50,10 +41,8 @@ class ServerRefusedError(ClientError):
         super().__init__(message)
 
 
-class RateLimitedError(ServerRefusedError):
+class TooManyRequestsError(ServerRefusedError):
     """The server answered 429: retry after ``retry_after`` seconds (kamus-init does)."""
-
-    code = "rate_limited"
 
     def __init__(
         self, message: str, *, error_code: str | None = None, retry_after: float | None = None
@@ -64,8 +53,6 @@ class RateLimitedError(ServerRefusedError):
 
 class ServerUnavailableError(ClientError):
     """The server could not answer: 5xx, connection failure, timeout or deadline."""
-
-    code = "server_unavailable"
 
     def __init__(
         self,
@@ -84,10 +71,6 @@ class ServerUnavailableError(ClientError):
 class TLSError(ClientError):
     """The server's certificate failed verification or did not match the pinned fingerprint."""
 
-    code = "tls_failed"
-
 
 class UnexpectedResponseError(ClientError):
     """The server answered something that does not follow the Kamus API."""
-
-    code = "unexpected_response"

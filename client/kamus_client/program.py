@@ -7,8 +7,8 @@ import signal
 import sys
 from collections.abc import Callable
 
-from kamus_cli.errors import ClientError
-from kamus_cli.exitcodes import ExitCode, exit_code_for
+from kamus_client.errors import ClientError
+from kamus_client.exitcodes import ExitCode, exit_code_for
 
 
 def run_program(program: str, call: Callable[[], int]) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from kamus_cli.errors import (
+from kamus_client.errors import (
     ClientError,
     InputError,
     OutputError,
