@@ -21,7 +21,7 @@ from typing import Any
 from kamus_client.errors import InputError
 from kamus_client.exitcodes import ExitCode
 from kamus_client.program import run_program
-from kamus_decryptor.auditfile import escape_unsafe, json_line, read_records, verify
+from kamus_kms.auditchain import escape_unsafe, json_line, read_records, verify
 
 PROGRAM = "kamus-audit"
 KEY_ENV = "KAMUS_AUDIT_KEY"

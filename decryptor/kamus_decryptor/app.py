@@ -21,19 +21,16 @@ from kamus_decryptor.tokenreview import (
     api_client,
 )
 from kamus_kms.ciphertext import Ciphertext
-from kamus_kms.errors import (
-    AuthenticationError,
-    DefaultServiceAccountForbiddenError,
-    InvalidCiphertextError,
-    InvalidRequestError,
-    KamusError,
-    RateLimitedError,
-    RequestError,
-)
+from kamus_kms.errors import InvalidCiphertextError, InvalidRequestError, KamusError, RequestError
 from kamus_kms.legacy import LegacyCiphertext, LegacyKamusKey, is_legacy
 from kamus_kms.provider import KeyProvider
 from kamus_kms.sealer import Sealer
 from kamus_service.bodies import read_json_object, require_text
+from kamus_service.errors import (
+    AuthenticationError,
+    DefaultServiceAccountForbiddenError,
+    RateLimitedError,
+)
 from kamus_service.keys import audit_key_from_settings
 from kamus_service.logs import configure_logging
 from kamus_service.providers import provider_from_settings, sealer_from_settings

@@ -12,10 +12,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from kamus_decryptor.auditfile import AuditFile, AuditWriteError
+from kamus_decryptor.auditfile import AuditFile
 from kamus_decryptor.tokenreview import Caller
 from kamus_kms.ciphertext import Ciphertext
-from kamus_kms.errors import KamusError, UnavailableError
+from kamus_kms.errors import AuditWriteError, KamusError, UnavailableError
 from kamus_kms.legacy import PROVIDER_NAME as LEGACY_PROVIDER
 from kamus_kms.legacy import LegacyCiphertext
 from kamus_service.logs import timestamp, write_event

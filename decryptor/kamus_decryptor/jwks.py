@@ -27,7 +27,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from kamus_decryptor.tokenreview import Caller, TokenReviewer
-from kamus_kms.errors import AuthenticationError, UnavailableError
+from kamus_kms.errors import UnavailableError
+from kamus_service.errors import AuthenticationError
 
 _ALGORITHMS = ("RS256", "ES256")
 # Kubernetes tolerates this much clock skew on exp/nbf/iat.

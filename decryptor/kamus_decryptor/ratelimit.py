@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from kamus_kms.errors import RateLimitedError
+from kamus_service.errors import RateLimitedError
 
 WINDOW_SECONDS = 60.0
 _MAX_KEYS = 100_000

@@ -19,14 +19,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from kamus_kms.errors import (
-    AuthenticationError,
-    ConfigurationError,
-    NotServiceAccountError,
-    RequestError,
-    UnavailableError,
-)
+from kamus_kms.errors import ConfigurationError, RequestError, UnavailableError
 from kamus_kms.scope import Scope
+from kamus_service.errors import AuthenticationError, NotServiceAccountError
 
 log = logging.getLogger("kamus.tokenreview")
 

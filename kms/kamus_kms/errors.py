@@ -13,14 +13,14 @@ humans and never contain plaintext, tokens or key material.
     │   ├── DefaultServiceAccountError  encrypting for the `default` service account    400
     │   ├── InvalidCiphertextError      the one opaque decrypt failure                  400
     │   ├── PayloadTooLargeError        plaintext or body above the configured limit    413
-    │   ├── UnsupportedMediaTypeError   body is not JSON                                415
-    │   ├── RateLimitedError            too many failed attempts from a source or token 429
-    │   ├── AuthenticationError         token missing, invalid, wrong audience          401
     │   └── ForbiddenError              authenticated but not allowed                   403
-    │       ├── NotServiceAccountError  the token is not a service account's
-    │       ├── DefaultServiceAccountForbiddenError  decrypting as `default`
     │       └── ScopeMismatchError      ciphertext bound to another namespace/SA
     └── UnavailableError                a dependency (TokenReview, KMS) cannot answer    503
+        └── AuditWriteError             the audit file refuses the record               503
+
+The errors only the HTTP services raise (about request bodies, tokens and rate limits) extend this
+tree in ``kamus_service.errors``, beside the mapping; the client programs have their own tree
+(``kamus_client.errors``), mapped to exit codes.
 """
 
 from __future__ import annotations
@@ -85,44 +85,10 @@ class PayloadTooLargeError(RequestError):
     code = "payload_too_large"
 
 
-class UnsupportedMediaTypeError(RequestError):
-    """The request body is not JSON."""
-
-    code = "unsupported_media_type"
-
-
-class RateLimitedError(RequestError):
-    """Too many failed attempts from this source or with this token; retry later."""
-
-    code = "rate_limited"
-
-    def __init__(self, message: str, *, retry_after: int = 60) -> None:
-        self.retry_after = retry_after
-        super().__init__(message)
-
-
-class AuthenticationError(RequestError):
-    """The bearer token is missing, invalid, expired or for another audience."""
-
-    code = "unauthorized"
-
-
 class ForbiddenError(RequestError):
     """The caller is authenticated but not allowed to do this."""
 
     code = "forbidden"
-
-
-class NotServiceAccountError(ForbiddenError):
-    """The token belongs to a user or node, not a service account."""
-
-    code = "not_service_account"
-
-
-class DefaultServiceAccountForbiddenError(ForbiddenError):
-    """The caller runs as the `default` service account, which operators have not allowed."""
-
-    code = "default_service_account"
 
 
 class ScopeMismatchError(ForbiddenError):
@@ -139,3 +105,9 @@ class UnavailableError(KamusError):
     def __init__(self, message: str, *, retry_after: int = 2) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class AuditWriteError(UnavailableError):
+    """The audit file cannot be appended to: an I/O failure or a torn last line."""
+
+    code = "audit_unavailable"

@@ -7,7 +7,8 @@ from typing import Any
 
 from flask import Request
 
-from kamus_kms.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from kamus_kms.errors import InvalidRequestError, PayloadTooLargeError
+from kamus_service.errors import UnsupportedMediaTypeError
 
 
 def read_json_object(request: Request) -> dict[str, Any]:

@@ -1,4 +1,14 @@
-"""The one place where Kamus errors become HTTP responses.
+"""The one place where Kamus errors become HTTP responses, and the errors only HTTP raises.
+
+The core tree is in ``kamus_kms.errors``; the services add these request errors to it::
+
+    RequestError (kamus_kms.errors)
+    ├── UnsupportedMediaTypeError       body is not JSON                                415
+    ├── RateLimitedError                too many failed attempts from a source or token 429
+    ├── AuthenticationError             token missing, invalid, wrong audience          401
+    └── ForbiddenError (kamus_kms.errors)
+        ├── NotServiceAccountError      the token is not a service account's            403
+        └── DefaultServiceAccountForbiddenError  decrypting as `default`                403
 
 Every response an error produces is JSON ``{"error": code, "message": sentence}``. Anything that is
 not a KamusError or a routing error is a bug: it is logged with its traceback (never with request
@@ -13,17 +23,49 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from kamus_kms.errors import (
-    AuthenticationError,
     ForbiddenError,
     KamusError,
     PayloadTooLargeError,
-    RateLimitedError,
     RequestError,
     UnavailableError,
-    UnsupportedMediaTypeError,
 )
 
 log = logging.getLogger("kamus.errors")
+
+
+class UnsupportedMediaTypeError(RequestError):
+    """The request body is not JSON."""
+
+    code = "unsupported_media_type"
+
+
+class RateLimitedError(RequestError):
+    """Too many failed attempts from this source or with this token; retry later."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int = 60) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class AuthenticationError(RequestError):
+    """The bearer token is missing, invalid, expired or for another audience."""
+
+    code = "unauthorized"
+
+
+class NotServiceAccountError(ForbiddenError):
+    """The token belongs to a user or node, not a service account."""
+
+    code = "not_service_account"
+
+
+class DefaultServiceAccountForbiddenError(ForbiddenError):
+    """The caller runs as the `default` service account, which operators have not allowed."""
+
+    code = "default_service_account"
+
 
 # Most specific class first; a subclass inherits its parent's status.
 _STATUS: tuple[tuple[type[KamusError], int], ...] = (

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kamus_decryptor.tokenreview import Caller
-from kamus_kms.errors import AuthenticationError, NotServiceAccountError, UnavailableError
+from kamus_kms.errors import UnavailableError
 from kamus_kms.scope import Scope
+from kamus_service.errors import AuthenticationError, NotServiceAccountError
 
 
 @dataclass

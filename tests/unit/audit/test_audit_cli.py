@@ -10,7 +10,8 @@ import pytest
 
 from kamus_cli.audit import main
 from kamus_client.exitcodes import ExitCode
-from kamus_decryptor.auditfile import AuditFile, verify
+from kamus_decryptor.auditfile import AuditFile
+from kamus_kms.auditchain import verify
 
 Run = Callable[..., tuple[int, str, str]]
 

@@ -15,14 +15,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from kamus_decryptor.auditfile import (
-    GENESIS,
-    AuditFile,
-    AuditWriteError,
-    read_records,
-    verify,
-)
-from kamus_kms.errors import ConfigurationError, UnavailableError
+from kamus_decryptor.auditfile import AuditFile
+from kamus_kms.auditchain import GENESIS, read_records, verify
+from kamus_kms.errors import AuditWriteError, ConfigurationError, UnavailableError
 
 
 def test_appending_continues_the_chain_across_a_restart(

@@ -9,7 +9,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from kamus_decryptor.auditfile import AuditFile, read_records, verify
+from kamus_decryptor.auditfile import AuditFile
+from kamus_kms.auditchain import read_records, verify
 
 PROCESSES = 4
 THREADS = 2

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from kamus_decryptor.auditfile import AuditFile, verify
+from kamus_decryptor.auditfile import AuditFile
+from kamus_kms.auditchain import verify
 
 COUNT = 12
 Lines = list[bytes]

@@ -15,7 +15,8 @@ import pytest
 from kamus_decryptor.jwks import OfflineTokenCheck
 from kamus_dev.authority import ManualClock
 from kamus_dev.tokens import TokenSigner, generate_signing_key
-from kamus_kms.errors import AuthenticationError, UnavailableError
+from kamus_kms.errors import UnavailableError
+from kamus_service.errors import AuthenticationError
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 

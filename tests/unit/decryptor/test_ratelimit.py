@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from kamus_decryptor.ratelimit import FailureLimiter
-from kamus_kms.errors import RateLimitedError
+from kamus_service.errors import RateLimitedError
 
 
 class Clock:

@@ -11,8 +11,9 @@ from prometheus_client import CollectorRegistry
 
 from kamus_decryptor.tokencache import CachingTokenReviewer, token_expiry
 from kamus_decryptor.tokenreview import Caller, ReviewMetrics
-from kamus_kms.errors import AuthenticationError, UnavailableError
+from kamus_kms.errors import UnavailableError
 from kamus_kms.scope import Scope
+from kamus_service.errors import AuthenticationError
 
 
 class Clock:

@@ -12,8 +12,9 @@ from kamus_decryptor import create_app
 from kamus_decryptor.tokenreview import KubernetesTokenReviewer, api_client
 from kamus_dev.authority import serve_in_thread
 from kamus_dev.kubeconfig import write_kubeconfig
-from kamus_kms.errors import AuthenticationError, NotServiceAccountError, UnavailableError
+from kamus_kms.errors import UnavailableError
 from kamus_kms.keyring import Keyring
+from kamus_service.errors import AuthenticationError, NotServiceAccountError
 from kamus_service.settings import Settings
 
 ANSWERS: dict[str, tuple[int, str]] = {

@@ -5,11 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kamus_kms.ciphertext import Ciphertext
-from kamus_kms.errors import (
-    InvalidCiphertextError,
-    PayloadTooLargeError,
-    ScopeMismatchError,
-)
+from kamus_kms.errors import InvalidCiphertextError, PayloadTooLargeError, ScopeMismatchError
 from kamus_kms.keyring import Keyring, KeyState
 from kamus_kms.providers.local import LocalKeyringProvider
 from kamus_kms.scope import Scope

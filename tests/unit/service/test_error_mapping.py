@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import sys
+
 import pytest
 from flask import Flask
 
 from kamus_kms import errors
 from kamus_kms.errors import ConfigurationError, KamusError
+from kamus_service import errors as service_errors
 from kamus_service.errors import register_error_handlers, status_for
 
 
@@ -17,9 +20,14 @@ def _all_subclasses(cls: type[KamusError]) -> list[type[KamusError]]:
 
 # Raised only at start-up, where the process exits instead of answering.
 _STARTUP_ONLY = {ConfigurationError}
-# The services raise the errors of the core tree; the clients' own errors (kamus_client.errors) map
-# to exit codes instead, and are tested there.
-SERVICE_ERRORS = [c for c in _all_subclasses(KamusError) if c.__module__ == errors.__name__]
+# The services raise the errors of the core tree and the request errors of the HTTP layer; the
+# clients' own errors (kamus_client.errors) map to exit codes instead, and are tested there.
+TREE_MODULES = (errors, service_errors)
+SERVICE_ERRORS = [
+    c
+    for c in _all_subclasses(KamusError)
+    if c.__module__ in {module.__name__ for module in TREE_MODULES}
+]
 REQUEST_ERRORS = [c for c in SERVICE_ERRORS if c not in _STARTUP_ONLY]
 
 
@@ -56,9 +64,18 @@ def test_every_error_becomes_the_json_shape_with_its_code(cls: type[KamusError])
         assert int(response.headers["Retry-After"]) > 0
 
 
-def test_every_error_class_is_documented_in_the_module_tree() -> None:
-    tree = errors.__doc__ or ""
-    assert [c.__name__ for c in SERVICE_ERRORS if c.__name__ not in tree] == []
+def test_the_tree_holds_the_http_layer_s_errors_and_the_audit_error() -> None:
+    names = {c.__name__ for c in SERVICE_ERRORS}
+    assert {"AuthenticationError", "RateLimitedError", "AuditWriteError"} <= names
+
+
+def test_every_error_class_is_documented_in_its_module_tree() -> None:
+    undocumented = [
+        c.__name__
+        for c in SERVICE_ERRORS
+        if f" {c.__name__} " not in (sys.modules[c.__module__].__doc__ or "")
+    ]
+    assert undocumented == []
 
 
 def test_an_unexpected_exception_is_a_500_without_details() -> None:
