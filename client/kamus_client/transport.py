@@ -22,8 +22,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from kamus_client.errors import (
@@ -45,8 +44,7 @@ _READ_SIZE = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
-@dataclass(frozen=True)
-class Origin:
+class Origin(NamedTuple):
     """Scheme, host and port of a server."""
 
     scheme: str
@@ -76,16 +74,14 @@ class Origin:
         return f"{self.scheme}://{self.authority}"
 
 
-@dataclass(frozen=True)
-class Proxy:
+class Proxy(NamedTuple):
     """An http:// proxy and the Proxy-Authorization it wants, if any."""
 
     origin: Origin
     authorization: str | None = None
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
     """A complete answer; header names are lower-case, repeated ones joined with ``", "``."""
 
     status: int
@@ -222,7 +218,9 @@ def _connect(
     if https and tls is None:
         raise InputError(f"{origin} needs TLS settings")
     first_hop = proxy.origin if proxy is not None else origin
-    sock = socket.create_connection((first_hop.host, first_hop.port), timeout=_remaining(deadline))
+    # An ASCII host goes to the resolver as bytes: a str would load the IDNA codec first.
+    host: str | bytes = first_hop.host.encode() if first_hop.host.isascii() else first_hop.host
+    sock = socket.create_connection((host, first_hop.port), timeout=_remaining(deadline))  # type: ignore[arg-type]
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if proxy is not None and https:

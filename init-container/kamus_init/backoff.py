@@ -9,16 +9,14 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from kamus_client.errors import ServerUnavailableError, TooManyRequestsError
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Backoff:
+class Backoff(NamedTuple):
     """Delays between attempts: ``initial * factor**n`` capped at ``maximum``, with jitter."""
 
     initial: float = 0.5

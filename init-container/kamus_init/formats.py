@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from kamus_client.errors import InputError
 from kamus_init.jsonvalues import compact_json, parsed_json, stringify_if_json
@@ -29,8 +29,7 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENV_BARE = re.compile(r"[A-Za-z0-9_@%+=:,./-]*")
 
 
-@dataclass(frozen=True)
-class OutputSpec:
+class OutputSpec(NamedTuple):
     """What a format needs besides the plaintexts."""
 
     file_name: str

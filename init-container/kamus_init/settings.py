@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from kamus_client.api import parse_base_url
 from kamus_client.arguments import file_mode, paragraph, positive_seconds
@@ -29,8 +29,7 @@ DEFAULT_DEADLINE = 60.0
 CA_BUNDLE_ENV = "KAMUS_CA_BUNDLE"
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """Everything kamus-init needs, validated."""
 
     encrypted_folders: tuple[Path, ...]

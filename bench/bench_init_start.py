@@ -1,0 +1,126 @@
+"""kamus-init start time against bare Python start, measured side by side in one run.
+
+    .venv/bin/python bench/bench_init_start.py [--runs 31] [--secrets 10]
+
+kamus-init runs in every workload pod before the application starts, so its wall time is paid at
+every pod start. It runs here as the init container runs it: installed (not editable) into a
+virtual environment of its own holding only what its Dockerfile installs (``./client`` and
+``./init-container`` with their dependencies), with the image's environment
+(``PYTHONDONTWRITEBYTECODE=1``), a fresh service-account token per run (a new pod: the decryptor
+has never reviewed it) and 10 ciphertexts in a folder, against a local decryptor under gunicorn.
+
+The runs of ``python3 -c pass`` (the same interpreter), ``kamus-init -f files`` and
+``kamus-init -f json`` alternate, so machine noise hits all three alike; the medians and their
+ratios are printed and written to bench/results/init_start.json. Target: kamus-init at most 3x
+bare Python (docs/PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import ROOT, local_kamus, save
+
+CACHE = Path.home() / ".cache" / "kamus-bench"
+
+
+def image_venv() -> Path:
+    """A venv with what init-container/Dockerfile installs, rebuilt when the sources change."""
+    sources = sorted((ROOT / "client").rglob("*.py")) + sorted(
+        (ROOT / "init-container").rglob("*.py")
+    )
+    sources += [ROOT / "client" / "pyproject.toml", ROOT / "init-container" / "pyproject.toml"]
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()[:16]
+    venv = CACHE / f"init-{digest}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"building {venv} (pip install ./client ./init-container)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # noqa: S603
+        with tempfile.TemporaryDirectory() as copy:
+            # pip builds in the source folder; a copy keeps build/ out of the repository.
+            for folder in ("client", "init-container"):
+                shutil.copytree(ROOT / folder, Path(copy) / folder)
+            subprocess.run(  # noqa: S603
+                [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                 "./client", "./init-container"],
+                check=True, cwd=copy,
+            )  # fmt: skip
+    return venv
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    """Wall seconds of one run; the run must succeed."""
+    started = time.perf_counter()
+    finished = subprocess.run(argv, env=env, capture_output=True, check=False)  # noqa: S603
+    elapsed = time.perf_counter() - started
+    if finished.returncode != 0:
+        raise SystemExit(f"{argv[0]} failed: {finished.stderr.decode(errors='replace')}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=31)
+    parser.add_argument("--secrets", type=int, default=10)
+    args = parser.parse_args()
+    venv = image_venv()
+    python = str(venv / "bin" / "python")
+    kamus_init = str(venv / "bin" / "kamus-init")
+    base_env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
+    # The init container writes into an emptyDir of medium Memory: a tmpfs, as /dev/shm is.
+    with (
+        local_kamus(workers=2) as kamus,
+        tempfile.TemporaryDirectory(prefix="kamus-init-bench-", dir="/dev/shm") as shm,
+    ):
+        work = Path(shm)
+        encrypted = work / "encrypted"
+        encrypted.mkdir(parents=True)
+        for number in range(args.secrets):
+            ciphertext = kamus.encrypt(f"value-{number}-" + "x" * 40, "bench", "app")
+            (encrypted / f"secret-{number}").write_text(ciphertext)
+        timings: dict[str, list[float]] = {"python -c pass": [], "files": [], "json": []}
+        for run in range(args.runs + 1):  # the first round warms caches and is not counted
+            token_file = work / f"token-{run}"
+            token_file.write_text(kamus.token("bench", "app", pod=f"pod-{run}"))
+            env = {**base_env, "KAMUS_URL": kamus.decryptor.url, "TOKEN_FILE_PATH": str(token_file)}
+            samples = {
+                "python -c pass": timed([python, "-c", "pass"], base_env),
+                "files": timed([kamus_init, "-e", str(encrypted), "-d", str(work / f"f{run}"),
+                                "-f", "files"], env),
+                "json": timed([kamus_init, "-e", str(encrypted), "-d", str(work / f"j{run}"),
+                               "-f", "json"], env),
+            }  # fmt: skip
+            if run:
+                for name, seconds in samples.items():
+                    timings[name].append(seconds)
+    medians = {name: statistics.median(values) * 1000 for name, values in timings.items()}
+    bare = medians["python -c pass"]
+    results = {
+        "runs": args.runs,
+        "secrets": args.secrets,
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "median_ms": {name: round(value, 1) for name, value in medians.items()},
+        "ratio_to_bare_python": {
+            name: round(value / bare, 2)
+            for name, value in medians.items()
+            if name != "python -c pass"
+        },
+    }
+    for name, value in medians.items():
+        ratio = "" if name == "python -c pass" else f"  ({value / bare:.2f}x bare Python)"
+        print(f"{name:16s} median {value:6.1f} ms{ratio}")
+    print(f"wrote {save('init_start', results)}")
+
+
+if __name__ == "__main__":
+    main()
