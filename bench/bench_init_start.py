@@ -9,10 +9,11 @@ virtual environment of its own holding only what its Dockerfile installs (``./cl
 (``PYTHONDONTWRITEBYTECODE=1``), a fresh service-account token per run (a new pod: the decryptor
 has never reviewed it) and 10 ciphertexts in a folder, against a local decryptor under gunicorn.
 
-The runs of ``python3 -c pass`` (the same interpreter), ``kamus-init -f files`` and
-``kamus-init -f json`` alternate, so machine noise hits all three alike; the medians and their
-ratios are printed and written to bench/results/init_start.json. Target: kamus-init at most 3x
-bare Python (docs/PERFORMANCE.md).
+The runs of ``python3 -c pass`` (the same interpreter), of the standard-library floor (``python3
+-c "import argparse, json, pathlib, socket"``: what any Python program parsing flags, speaking JSON
+over a socket and handling paths loads), ``kamus-init -f files`` and ``kamus-init -f json``
+alternate, so machine noise hits all alike; the medians and their ratios are printed and written
+to bench/results/init_start.json. Target: kamus-init at most 3x bare Python (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from harness import ROOT, local_kamus, save
 
 CACHE = Path.home() / ".cache" / "kamus-bench"
+FLOOR = "import argparse, json, pathlib, socket"
 
 
 def image_venv() -> Path:
@@ -87,13 +89,20 @@ def main() -> None:
         for number in range(args.secrets):
             ciphertext = kamus.encrypt(f"value-{number}-" + "x" * 40, "bench", "app")
             (encrypted / f"secret-{number}").write_text(ciphertext)
-        timings: dict[str, list[float]] = {"python -c pass": [], "files": [], "json": []}
+        timings: dict[str, list[float]] = {
+            "python -c pass": [],
+            "stdlib floor": [],
+            "files": [],
+            "json": [],
+        }
         for run in range(args.runs + 1):  # the first round warms caches and is not counted
             token_file = work / f"token-{run}"
             token_file.write_text(kamus.token("bench", "app", pod=f"pod-{run}"))
             env = {**base_env, "KAMUS_URL": kamus.decryptor.url, "TOKEN_FILE_PATH": str(token_file)}
             samples = {
                 "python -c pass": timed([python, "-c", "pass"], base_env),
+                # What any Python program with kamus-init's job loads: flags, JSON, sockets, paths.
+                "stdlib floor": timed([python, "-c", FLOOR], base_env),
                 "files": timed([kamus_init, "-e", str(encrypted), "-d", str(work / f"f{run}"),
                                 "-f", "files"], env),
                 "json": timed([kamus_init, "-e", str(encrypted), "-d", str(work / f"j{run}"),

@@ -10,7 +10,6 @@ users' scripts keep working; the command warns that it is weak.
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ from kamus_client.transport import PeerCheck
 if TYPE_CHECKING:
     import ssl
 
+_HEX_DIGITS = "0123456789abcdef"
 _SHA256_HEX_DIGITS = 64
 _SHA1_HEX_DIGITS = 40
 
@@ -28,7 +28,7 @@ def normalize_fingerprint(text: str) -> str:
     """Return ``text`` as lower-case hex digits; raise InputError unless a SHA-256 or SHA-1."""
     digits = text.strip().replace(":", "").lower()
     if len(digits) not in (_SHA256_HEX_DIGITS, _SHA1_HEX_DIGITS) or not set(digits) <= set(
-        string.hexdigits
+        _HEX_DIGITS
     ):
         raise InputError(
             "--cert-fingerprint must be the certificate's SHA-256 fingerprint: 64 hex digits,"

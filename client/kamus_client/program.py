@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Callable
 
@@ -20,6 +19,8 @@ def run_program(program: str, call: Callable[[], int]) -> int:
         # `kamus-cli inspect ... | head`: the reader stopped reading. Stop quietly with the
         # status a shell shows for a tool ended by SIGPIPE, like other Unix tools; stdout goes to
         # /dev/null so that Python's own flush at exit fails no more.
+        import signal  # noqa: PLC0415 - only this rare path needs it
+
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except ClientError as exc:

@@ -6,7 +6,6 @@ timeouts) and a TooManyRequestsError (429). A ``Retry-After`` longer than the ba
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
@@ -44,7 +43,7 @@ def call_with_retries(
     backoff: Backoff | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-    draw: Callable[[], float] = random.random,
+    draw: Callable[[], float] | None = None,
 ) -> T:
     """Return ``call(attempt_timeout)``, retrying transient ServerUnavailableErrors and 429s.
 
@@ -61,6 +60,10 @@ def call_with_retries(
         except (ServerUnavailableError, TooManyRequestsError) as exc:
             if isinstance(exc, ServerUnavailableError) and not exc.transient:
                 raise
+            if draw is None:
+                import random  # noqa: PLC0415 - only a retry needs it, not every pod start
+
+                draw = random.random
             wait = policy.delay(retry, exc.retry_after, draw)
             retry += 1
             if clock() + wait >= end:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kamus_client.api import parse_base_url
-from kamus_client.arguments import file_mode, paragraph, positive_seconds
+from kamus_client.arguments import HelpFormatter, file_mode, positive_seconds
 from kamus_client.errors import InputError
 from kamus_client.version import VERSION
 from kamus_init.credentials import token_path
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the parser of kamus-init's Kamus-compatible flags."""
     parser = argparse.ArgumentParser(
         prog="kamus-init",
-        description=paragraph(
+        description=(
             "Decrypt every ciphertext in the encrypted folders (and --encrypted-file maps) with"
             " one call to the Kamus decryptor and write the plaintexts to the decrypted path,"
             " all or nothing. Environment: KAMUS_URL (required), TOKEN_FILE_PATH,"
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
             "\nexit codes: 0 ok, 2 usage, 3 input, 4 output, 5 refused, 6 unavailable,\n"
             "  7 TLS, 8 not the Kamus API (docs/CLI.md)"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("-V", "--version", action="version", version=VERSION)
     parser.add_argument(

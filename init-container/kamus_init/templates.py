@@ -13,7 +13,6 @@ and other exceptions are reported by their type only.
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -46,6 +45,8 @@ def _to_json(value: object) -> str:
 
 
 def _environment(path: Path, source: str) -> ImmutableSandboxedEnvironment:
+    import shlex  # noqa: PLC0415 - see above
+
     import jinja2  # noqa: PLC0415 - see above
     from jinja2.sandbox import ImmutableSandboxedEnvironment  # noqa: PLC0415
 
