@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 from kamus_client.api import KamusClient
 from kamus_client.exitcodes import ExitCode
@@ -20,8 +21,17 @@ from kamus_init.sources import read_ciphertexts
 PROGRAM = "kamus-init"
 
 
-def run(settings: Settings, *, backoff: Backoff | None = None) -> int:
-    """Decrypt and write everything, returning the number of items; raises a ClientError."""
+def run(
+    settings: Settings,
+    *,
+    backoff: Backoff | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Decrypt and write everything, returning the number of items; raises a ClientError.
+
+    ``clock`` and ``sleep`` time the retries (tests pass a fake clock instead of waiting).
+    """
     ciphertexts = read_ciphertexts(
         settings.encrypted_folders,
         encrypted_files=settings.encrypted_files,
@@ -39,7 +49,9 @@ def run(settings: Settings, *, backoff: Backoff | None = None) -> int:
                 ciphertexts, token=read_token_file(settings.token_path), timeout=timeout
             )
 
-        plaintexts = call_with_retries(attempt, deadline=settings.deadline, backoff=backoff)
+        plaintexts = call_with_retries(
+            attempt, deadline=settings.deadline, backoff=backoff, clock=clock, sleep=sleep
+        )
     render = FORMATS[settings.output_format]
     files = render(
         plaintexts,
@@ -53,12 +65,18 @@ def run(settings: Settings, *, backoff: Backoff | None = None) -> int:
     return len(plaintexts)
 
 
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
     """Run ``kamus-init`` and return its exit code (argparse exits 2 itself on usage errors)."""
 
     def call() -> int:
         settings = load_settings(argv, os.environ if environ is None else environ)
-        count = run(settings)
+        count = run(settings, clock=clock, sleep=sleep)
         print(
             f"{PROGRAM}: wrote {count} decrypted item(s) to {settings.decrypted_path}"
             f" as {settings.output_format}"

@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from fake_clock import FakeClock
 
 from kamus_client.errors import ServerRefusedError, ServerUnavailableError
 from kamus_init.backoff import Backoff, call_with_retries
-
-
-class FakeClock:
-    """A monotonic clock that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def unavailable(retry_after: float | None = None) -> ServerUnavailableError:

@@ -6,12 +6,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from canned_server import CannedServer, Recorded, Reply, error_reply
 from configmap_mounts import PREFIX, TOKEN, echo
+from fake_clock import FakeClock
 
 from kamus_client.exitcodes import ExitCode
 from kamus_client.version import VERSION
@@ -82,9 +82,12 @@ def test_transient_status_is_retried_and_then_succeeds(
     status: int,
 ) -> None:
     decryptor.queue(error_reply(status, "unavailable", "try later", **NO_WAIT))
+    clock = FakeClock()
 
-    assert main(init_args(encrypted, decrypted), environ) == 0
+    assert main(init_args(encrypted, decrypted), environ, clock=clock, sleep=clock.sleep) == 0
     assert len(decryptor.requests) == 2
+    assert len(clock.sleeps) == 1
+    assert 0.25 <= clock.sleeps[0] <= 0.5  # the first backoff step, jittered
     assert (decrypted / "db-password").read_text() == "hunter2-SENTINEL"
 
 
@@ -92,12 +95,12 @@ def test_rate_limited_429_is_retried_after_its_retry_after(
     encrypted: Path, decrypted: Path, environ: dict[str, str], decryptor: CannedServer
 ) -> None:
     decryptor.queue(error_reply(429, "rate_limited", "slow down", **{"Retry-After": "1"}))
-    started = time.monotonic()
+    clock = FakeClock()
 
-    assert main(init_args(encrypted, decrypted), environ) == 0
+    assert main(init_args(encrypted, decrypted), environ, clock=clock, sleep=clock.sleep) == 0
 
     # The backoff alone would wait 0.25-0.5 s; the server asked for a whole second.
-    assert time.monotonic() - started >= 1.0
+    assert clock.sleeps == [1.0]
     assert len(decryptor.requests) == 2
     assert (decrypted / "db-password").read_text() == "hunter2-SENTINEL"
 
@@ -131,8 +134,9 @@ def test_token_file_is_read_again_for_every_attempt(
         return error_reply(503, "unavailable", "TokenReview unreachable", **NO_WAIT)
 
     decryptor.queue(rotate_then_fail, echo)
+    clock = FakeClock()
 
-    assert main(init_args(encrypted, decrypted), environ) == 0
+    assert main(init_args(encrypted, decrypted), environ, clock=clock, sleep=clock.sleep) == 0
     first, second = (r.headers["Authorization"] for r in decryptor.requests)
     assert (first, second) == (f"Bearer {TOKEN}", "Bearer eyJ-rotated-SENTINEL-2")
 
@@ -145,14 +149,14 @@ def test_unavailable_until_the_deadline_fails_with_exit_6_and_writes_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     decryptor.otherwise = error_reply(503, "unavailable", "KMS down", **NO_WAIT)
-    started = time.monotonic()
+    clock = FakeClock()
 
-    assert main(init_args(encrypted, decrypted, "--timeout", "1.5"), environ) == (
-        ExitCode.UNAVAILABLE
-    )
+    argv = init_args(encrypted, decrypted, "--timeout", "1.5")
+    assert main(argv, environ, clock=clock, sleep=clock.sleep) == ExitCode.UNAVAILABLE
 
-    assert time.monotonic() - started < 2.5
-    assert len(decryptor.requests) >= 2
+    # Every wait fitted in the deadline; the one that would not was not taken.
+    assert sum(clock.sleeps) < 1.5
+    assert len(decryptor.requests) == len(clock.sleeps) + 1 >= 2
     assert list(decrypted.iterdir()) == []
     err = capsys.readouterr().err
     assert "gave up after" in err
@@ -177,10 +181,11 @@ def test_connection_refused_is_retried_until_the_deadline(
         closed_port = probe.getsockname()[1]
     environ = {"KAMUS_URL": f"http://127.0.0.1:{closed_port}", "TOKEN_FILE_PATH": str(token_file)}
 
-    assert main(init_args(encrypted, decrypted, "--timeout", "1"), environ) == (
-        ExitCode.UNAVAILABLE
-    )
+    clock = FakeClock()
+    argv = init_args(encrypted, decrypted, "--timeout", "1")
+    assert main(argv, environ, clock=clock, sleep=clock.sleep) == ExitCode.UNAVAILABLE
     assert "gave up after" in capsys.readouterr().err
+    assert clock.sleeps
 
 
 @pytest.mark.parametrize(
