@@ -72,12 +72,12 @@ def _lock_state(state: Path) -> int:
 
 
 def _service_command(app: str, port: int, workers: int) -> list[str]:
+    # The services' own configuration (kamus_service/gunicorn_conf.py) on a loopback port; the
+    # environment turns SO_REUSEPORT off (a second `kamus-dev up` must fail on the taken port,
+    # not share it).
     return [
-        sys.executable, "-m", "gunicorn", "--bind", f"{HOST}:{port}", "--workers", str(workers),
-        "--threads", "4", "--worker-class", "kamus_service.worker.BufferingWorker",
-        "--graceful-timeout", "5",
-        # No SO_REUSEPORT here: a second `kamus-dev up` must fail on the taken port, not share it.
-        "--no-control-socket", app,
+        sys.executable, "-m", "gunicorn", "-c", "python:kamus_service.gunicorn_conf",
+        "--bind", f"{HOST}:{port}", "--workers", str(workers), "--graceful-timeout", "5", app,
     ]  # fmt: skip
 
 
@@ -146,6 +146,7 @@ def up(args: argparse.Namespace) -> int:
     env |= {
         "KAMUS_KEYRING_FILE": str(keyring),
         "KAMUS_AUDIT_KEY_FILE": str(audit_key),
+        "KAMUS_REUSE_PORT": "false",
         "PYTHONUNBUFFERED": "1",
     }
     services = {

@@ -189,6 +189,9 @@ SPEC: tuple[Variable, ...] = (
              "request's first byte on a kept-alive connection) and to take each write of the "
              "answer; slower connections are closed. Needs the worker class "
              "`kamus_service.worker.BufferingWorker` (the images' default)."),
+    Variable("REUSE_PORT", _boolean, "true",
+             "gunicorn: each worker listens on a socket of its own (SO_REUSEPORT), so "
+             "connections spread over the workers (docs/PERFORMANCE.md)."),
     Variable("PADDING_BUCKET", _positive_int, "32",
              "Plaintexts are padded to a multiple of this many bytes so short secrets do not "
              "reveal their exact length."),
@@ -281,6 +284,7 @@ class Settings:
     max_plaintext_bytes: int = 65536
     max_body_bytes: int = 1048576
     client_timeout_seconds: float = 5.0
+    reuse_port: bool = True
     readiness_check_seconds: float = 5.0
     padding_bucket: int = 32
     allow_default_service_account: bool = False

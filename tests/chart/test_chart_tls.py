@@ -5,9 +5,12 @@ follow the `https` port; the release notes point kamus-init at https:// with a C
 
 from __future__ import annotations
 
+import os
+import runpy
 import shlex
 from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import helm_python as helm
 import pytest
@@ -69,10 +72,19 @@ def gunicorn_args(deployment: Manifest) -> str:
     return value
 
 
-def gunicorn_settings(args: str) -> Any:
-    """What gunicorn itself makes of GUNICORN_CMD_ARGS (as its Application.load_config does)."""
+def gunicorn_settings(deployment: Manifest) -> Any:
+    """What gunicorn makes of the container, in Application.load_config's order: the image's
+    configuration module (kamus_service/gunicorn_conf.py) under the container's environment,
+    then GUNICORN_CMD_ARGS."""
+    (container,) = pod_spec(deployment)["containers"]
+    environ = {v["name"]: v["value"] for v in container["env"] if "value" in v}
     config = Config()
-    parsed = config.parser().parse_args(shlex.split(args))
+    with mock.patch.dict(os.environ, environ):
+        module = runpy.run_module("kamus_service.gunicorn_conf")
+    for name, value in module.items():
+        if name in config.settings:
+            config.set(name, value)
+    parsed = config.parser().parse_args(shlex.split(environ["GUNICORN_CMD_ARGS"]))
     for name, value in vars(parsed).items():
         if value is not None and name != "args":
             config.set(name.lower(), value)
@@ -89,7 +101,7 @@ def test_gunicorn_serves_the_certificate_of_the_mounted_secret(
         args = gunicorn_args(deployment)
         # Exactly the plain-HTTP command line (workers, threads, timeouts kept) plus the files.
         assert args == f"{gunicorn_args(plain[component])} {CERT_ARGS}", component
-        settings = gunicorn_settings(args)
+        settings = gunicorn_settings(deployment)
         assert settings.is_ssl, component
         assert settings.certfile == f"{TLS_DIR}/tls.crt"
         assert settings.keyfile == f"{TLS_DIR}/tls.key"
@@ -114,7 +126,7 @@ def test_gunicorn_serves_the_certificate_of_the_mounted_secret(
         # No subPath: the kubelet swaps renewed certificates in; gunicorn reads them per connection.
         assert "subPath" not in mount
     if tls_case == "tls-per-service":
-        encryptor = gunicorn_settings(gunicorn_args(plain["encryptor"]))
+        encryptor = gunicorn_settings(plain["encryptor"])
         assert (encryptor.workers, encryptor.threads, encryptor.timeout) == (3, 8, 45)
 
 
@@ -195,7 +207,7 @@ def test_tls_off_leaves_everything_plain_http(
         args = gunicorn_args(deployment)
         assert "--certfile" not in args
         assert "--keyfile" not in args
-        assert not gunicorn_settings(args).is_ssl
+        assert not gunicorn_settings(deployment).is_ssl
         spec = pod_spec(deployment)
         (container,) = spec["containers"]
         assert "tls" not in {v["name"] for v in spec["volumes"]}, component
@@ -286,8 +298,8 @@ def test_reuse_port_can_be_turned_off_per_service(render: Render, case_values: V
     values = case_values("default")
     values["decryptor"] = {"gunicorn": {"reusePort": False}}
     deployments = by_component(objects(render(values)), "Deployment")
-    decryptor = gunicorn_settings(gunicorn_args(deployments["decryptor"]))
-    encryptor = gunicorn_settings(gunicorn_args(deployments["encryptor"]))
+    decryptor = gunicorn_settings(deployments["decryptor"])
+    encryptor = gunicorn_settings(deployments["encryptor"])
     assert decryptor.reuse_port is False
     assert encryptor.reuse_port is True
     # Workers, threads and the rest stay as they were; the control socket stays off.

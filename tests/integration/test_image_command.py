@@ -1,5 +1,6 @@
-"""The images' own command line (the Dockerfile's GUNICORN_CMD_ARGS and CMD), run as it is but for
-the address: no Docker engine here, so this is the closest check that the images serve."""
+"""The images' own command line (the Dockerfile's CMD, which loads kamus_service/gunicorn_conf.py),
+run as it is but for the address: no Docker engine here, so this is the closest check that the
+images serve."""
 
 from __future__ import annotations
 

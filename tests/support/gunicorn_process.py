@@ -18,7 +18,8 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
-_IMAGE_BIND = "--bind=0.0.0.0:8080"
+# What every gunicorn command of Kamus loads (service/kamus_service/gunicorn_conf.py).
+GUNICORN_CONF = "python:kamus_service.gunicorn_conf"
 _LISTENING = re.compile(r"Listening at: (http://127\.0\.0\.1:\d+)")
 # The child sees only these from the test runner's environment, so no KAMUS_* leaks in.
 _PASSED_THROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
@@ -65,13 +66,14 @@ def gunicorn(
     would get a different one.
     """
     port = free_port() if reuse_port else 0
+    # The services' own configuration (kamus_service/gunicorn_conf.py), with what a test sets.
     command = [
-        sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-        "--threads", str(threads), "--worker-class", worker_class, "--graceful-timeout", "2",
-        # gunicorn's control socket is one path per user: parallel services would share it.
-        "--no-control-socket", *(["--reuse-port"] if reuse_port else []), app,
+        sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, "--bind", f"127.0.0.1:{port}",
+        "--workers", str(workers), "--threads", str(threads), "--worker-class", worker_class,
+        "--graceful-timeout", "2", app,
     ]  # fmt: skip
     name = app.split(":", maxsplit=1)[0]
+    env = {**env, "KAMUS_REUSE_PORT": "true" if reuse_port else "false"}
     with serve(command, env, logs / name, port=port, ready_path=ready_path) as service:
         yield service
 
@@ -110,19 +112,18 @@ def serve(
 
 @contextmanager
 def serve_image_command(component: str, env: Mapping[str, str], logs: Path) -> Iterator[Service]:
-    """Run ``component``'s image command (its Dockerfile's GUNICORN_CMD_ARGS and CMD) as it is,
-    but on a free loopback port."""
+    """Run ``component``'s image command (its Dockerfile's CMD) as it is, but on a free loopback
+    port."""
     dockerfile = (ROOT / component / "Dockerfile").read_text("utf-8")
-    args = re.search(r'GUNICORN_CMD_ARGS="([^"]+)"', dockerfile)
     cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE)
-    assert args is not None
     assert cmd is not None
     argv = json.loads(cmd.group(1))
-    assert argv[0] == "gunicorn"
-    assert _IMAGE_BIND in args.group(1).split()
+    assert argv[:3] == ["gunicorn", "-c", GUNICORN_CONF]
+    assert "GUNICORN_CMD_ARGS" not in dockerfile
     port = free_port()
-    options = args.group(1).replace(_IMAGE_BIND, f"--bind=127.0.0.1:{port}")
     command = [sys.executable, "-m", "gunicorn", *argv[1:]]
+    # As a deployment overrides the configuration: through GUNICORN_CMD_ARGS.
+    options = f"--bind=127.0.0.1:{port}"
     with serve(command, {**env, "GUNICORN_CMD_ARGS": options}, logs, port=port) as service:
         yield service
 

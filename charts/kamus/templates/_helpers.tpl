@@ -224,15 +224,15 @@ components need it. Only files the configuration uses are listed.
 {{- define "kamus.env" -}}
 {{- $v := .root.Values -}}
 {{- $c := index $v .component -}}
-{{- $gunicorn := printf "--bind=0.0.0.0:8080 --workers=%d --threads=%d --worker-class=kamus_service.worker.BufferingWorker --timeout=%d --graceful-timeout=20 --worker-tmp-dir=/tmp --no-control-socket" (int $c.gunicorn.workers) (int $c.gunicorn.threads) (int $c.gunicorn.timeout) -}}
-{{- if $c.gunicorn.reusePort -}}
-{{- $gunicorn = printf "%s --reuse-port" $gunicorn -}}
-{{- end -}}
+{{- /* The rest of gunicorn's configuration is kamus_service/gunicorn_conf.py, in the image. */ -}}
+{{- $gunicorn := printf "--workers=%d --threads=%d --timeout=%d" (int $c.gunicorn.workers) (int $c.gunicorn.threads) (int $c.gunicorn.timeout) -}}
 {{- if $v.tls.enabled -}}
 {{- $gunicorn = printf "%s --certfile=%s/tls.crt --keyfile=%s/tls.key" $gunicorn (include "kamus.tlsDir" .root) (include "kamus.tlsDir" .root) -}}
 {{- end -}}
 - name: GUNICORN_CMD_ARGS
   value: {{ $gunicorn | quote }}
+- name: KAMUS_REUSE_PORT
+  value: {{ $c.gunicorn.reusePort | quote }}
 - name: KAMUS_PROVIDER
   value: {{ $v.provider | quote }}
 - name: KAMUS_LOG_LEVEL
