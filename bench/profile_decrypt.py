@@ -38,7 +38,7 @@ from kamus_kms.keyring import Keyring  # noqa: E402
 from kamus_kms.providers.local import LocalKeyringProvider  # noqa: E402
 from kamus_kms.scope import Scope  # noqa: E402
 from kamus_kms.sealer import Sealer  # noqa: E402
-from kamus_service.settings import Settings  # noqa: E402
+from kamus_service.settings import LogLevel, Settings  # noqa: E402
 
 Environ = Callable[[], dict[str, Any]]
 App = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -91,7 +91,7 @@ def main() -> None:
     keyring = Keyring.generate()
     # The benchmark's log level: audit lines only (they are never silenced), no request lines.
     settings = Settings(service="decryptor", keyring=keyring.to_json(), audit_key=b"k" * 32,
-                        log_level="WARNING")  # fmt: skip
+                        log_level=LogLevel.WARNING)  # fmt: skip
     reviewer = CachingTokenReviewer(
         StaticReviewer(), ttl=30, failure_ttl=5, max_concurrent=16, wait_timeout=5,
         metrics=ReviewMetrics(CollectorRegistry()),

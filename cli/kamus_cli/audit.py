@@ -18,13 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kamus_client import environment
 from kamus_client.errors import InputError
 from kamus_client.exitcodes import ExitCode
 from kamus_client.program import run_program
 from kamus_kms.auditchain import escape_unsafe, json_line, read_records, verify
 
 PROGRAM = "kamus-audit"
-KEY_ENV = "KAMUS_AUDIT_KEY"
+KEY_ENV = environment.AUDIT_KEY
 OUTCOMES = ("allowed", "denied", "unavailable", "error")
 TABLE_COLUMNS = ("time", "outcome", "reason", "action", "caller", "pod", "scope")
 _HEAD = re.compile(r"(\d+):([0-9a-fA-F]{64})")
@@ -133,10 +134,10 @@ def load_key(key_file: Path | None, environ: Mapping[str, str]) -> bytes:
     """The audit key: --key-file, else $KAMUS_AUDIT_KEY, else $KAMUS_AUDIT_KEY_FILE."""
     if key_file is not None:
         return _read_key_file(key_file, "--key-file")
-    if KEY_ENV in environ:
-        return _decode_key(environ[KEY_ENV], KEY_ENV)
-    if KEY_ENV + "_FILE" in environ:
-        return _read_key_file(Path(environ[KEY_ENV + "_FILE"]), KEY_ENV + "_FILE")
+    text = environment.value(KEY_ENV, environ)
+    if text is not None:
+        source = KEY_ENV + "_FILE" if KEY_ENV + "_FILE" in environ else KEY_ENV
+        return _decode_key(text, source)
     raise InputError(f"no audit key: pass --key-file or set {KEY_ENV} or {KEY_ENV}_FILE")
 
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from kamus_client import environment
 from kamus_client.api import KamusClient, is_insecure, parse_base_url
 from kamus_client.arguments import positive_seconds
 from kamus_client.errors import InputError
@@ -19,7 +20,6 @@ from kamus_client.pinning import is_sha1, normalize_fingerprint
 from kamus_client.version import user_agent
 
 DEFAULT_TIMEOUT = 10.0
-CA_BUNDLE_ENV = "KAMUS_CA_BUNDLE"
 
 
 def add_connection_arguments(
@@ -29,7 +29,7 @@ def add_connection_arguments(
     parser.add_argument(
         "-u",
         "--kamus-url",
-        default=environ.get(url_env),
+        default=environment.value(url_env, environ),
         metavar="URL",
         help=f"{service} base URL (default: ${url_env})",
     )
@@ -47,9 +47,10 @@ def add_connection_arguments(
     parser.add_argument(
         "--ca-bundle",
         type=Path,
-        default=Path(environ[CA_BUNDLE_ENV]) if environ.get(CA_BUNDLE_ENV, "").strip() else None,
+        default=_path(environment.value(environment.CA_BUNDLE, environ)),
         metavar="FILE",
-        help=f"PEM file of the CAs to trust instead of the system's (default: ${CA_BUNDLE_ENV})",
+        help="PEM file of the CAs to trust instead of the system's"
+        f" (default: ${environment.CA_BUNDLE})",
     )
     parser.add_argument(
         "--timeout",
@@ -58,6 +59,10 @@ def add_connection_arguments(
         metavar="SECONDS",
         help=f"seconds to wait for the {service} (default: {DEFAULT_TIMEOUT:g})",
     )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 def checked_url(args: argparse.Namespace, *, sends: str, url_env: str) -> str:

@@ -17,13 +17,14 @@ from kamus_cli.connection import add_connection_arguments, checked_url, open_cli
 from kamus_cli.destinations import add_output_arguments, check_output, emit
 from kamus_cli.inspection import read_ciphertext
 from kamus_cli.tokens import AUDIENCE, kubeconfig_path, mint_token
+from kamus_client import environment
 from kamus_client.arguments import paragraph
 from kamus_client.errors import InputError
 from kamus_client.tokenfile import read_token_file
 from kamus_kms.ciphertext import PREFIX, Ciphertext
 from kamus_kms.errors import InvalidCiphertextError
 
-URL_ENV = "KAMUS_DECRYPTOR_URL"
+URL_ENV = environment.DECRYPTOR_URL
 
 _CREDENTIALS_EPILOG = """\
 token:

@@ -18,11 +18,12 @@ import yaml
 from kamus_cli.connection import add_connection_arguments, checked_url, open_client
 from kamus_cli.destinations import add_output_arguments, check_output, emit
 from kamus_cli.envfile import read_env_file
+from kamus_client import environment
 from kamus_client.arguments import paragraph
 from kamus_client.errors import InputError
 
 OUTPUT_FORMATS = ("text", "json", "yaml")
-URL_ENV = "KAMUS_URL"
+URL_ENV = environment.URL
 
 EPILOG = """\
 output formats:

@@ -22,11 +22,12 @@ import yaml
 from kamus_cli.connection import add_connection_arguments, checked_url, open_client
 from kamus_cli.destinations import add_output_arguments, check_output, emit
 from kamus_cli.envfile import parse_env
+from kamus_client import environment
 from kamus_client.arguments import paragraph
 from kamus_client.errors import InputError
 from kamus_client.version import VERSION
 
-URL_ENV = "KAMUS_URL"
+URL_ENV = environment.URL
 PROJECTED_DIR = "/var/run/secrets/kamus"
 ENCRYPTED_MOUNT = "/kamus/encrypted"
 DECRYPTED_MOUNT = "/kamus/decrypted"
@@ -247,8 +248,8 @@ def pod_spec_patch(
                 "image": image,
                 "args": args,
                 "env": [
-                    {"name": "KAMUS_URL", "value": decryptor_url},
-                    {"name": "TOKEN_FILE_PATH", "value": f"{PROJECTED_DIR}/token"},
+                    {"name": environment.URL, "value": decryptor_url},
+                    {"name": environment.TOKEN_FILE, "value": f"{PROJECTED_DIR}/token"},
                 ],
                 "volumeMounts": [
                     {"name": "kamus-encrypted", "mountPath": ENCRYPTED_MOUNT, "readOnly": True},

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from kamus_client import environment
+
 # The projected token with the `kamus` audience. There is deliberately no fallback to the pod's
 # default token: that one is valid against the Kubernetes API itself, and must not be sent to the
 # decryptor (possibly over plain http) unless an operator asks for it with TOKEN_FILE_PATH.
@@ -13,5 +15,5 @@ KAMUS_TOKEN_PATH = Path("/var/run/secrets/kamus/token")
 
 def token_path(environ: Mapping[str, str]) -> Path:
     """Return $TOKEN_FILE_PATH, else the Kamus projected token path."""
-    configured = environ.get("TOKEN_FILE_PATH", "").strip()
+    configured = environment.value(environment.TOKEN_FILE, environ)
     return Path(configured) if configured else KAMUS_TOKEN_PATH

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from kamus_client import environment
 from kamus_client.api import parse_base_url
 from kamus_client.arguments import HelpFormatter, file_mode, positive_seconds
 from kamus_client.errors import InputError
@@ -26,7 +27,6 @@ DEFAULT_FILE_NAMES = {
 DEFAULT_FORMAT = "json"  # Kamus's default
 DEFAULT_FILE_MODE = 0o400
 DEFAULT_DEADLINE = 60.0
-CA_BUNDLE_ENV = "KAMUS_CA_BUNDLE"
 
 
 class Settings(NamedTuple):
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Decrypt every ciphertext in the encrypted folders (and --encrypted-file maps) with"
             " one call to the Kamus decryptor and write the plaintexts to the decrypted path,"
             " all or nothing. Environment: KAMUS_URL (required), TOKEN_FILE_PATH,"
-            f" {CA_BUNDLE_ENV}."
+            f" {environment.CA_BUNDLE}."
         ),
         epilog=(
             "examples:\n"
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help=f"PEM file of the CAs that sign the decryptor's certificate"
-        f" (default: ${CA_BUNDLE_ENV})",
+        f" (default: ${environment.CA_BUNDLE})",
     )
     parser.add_argument(
         "--file-mode",
@@ -164,9 +164,9 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Set
     problems: list[str] = []
     if not folders and not args.encrypted_file:
         problems.append("no input: pass -e/--encrypted-folders and/or --encrypted-file")
-    url = environ.get("KAMUS_URL", "").strip()
+    url = environment.value(environment.URL, environ) or ""
     if not url:
-        problems.append("KAMUS_URL is not set")
+        problems.append(f"{environment.URL} is not set")
     else:
         try:
             url = parse_base_url(url)
@@ -192,7 +192,7 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Set
             check_file_name(file_name)
         except InputError as exc:
             problems.append(f"-n/--decrypted-file-name: {exc}")
-    ca_bundle = args.ca_bundle or _path_from(environ, CA_BUNDLE_ENV)
+    ca_bundle = args.ca_bundle or _path_from(environ, environment.CA_BUNDLE)
     if ca_bundle is not None and not ca_bundle.is_file():
         problems.append(f"the CA bundle {ca_bundle} is not a readable file")
     if problems:
@@ -220,5 +220,5 @@ def _default_file_name(output_format: str, template: Path | None) -> str | None:
 
 
 def _path_from(environ: Mapping[str, str], name: str) -> Path | None:
-    value = environ.get(name, "").strip()
+    value = environment.value(name, environ)
     return Path(value) if value else None

@@ -14,14 +14,17 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
+from kamus_client import environment
+from kamus_client.errors import InputError
+from kamus_kms.envelope import KeyMode
 from kamus_kms.errors import ConfigurationError
 
 PREFIX = "KAMUS_"
-PROVIDERS = ("local", "gcp", "aws", "pkcs11", "vault")
 # What each remote provider cannot start without (besides the key mode's own needs).
 _PROVIDER_REQUIRES = {
     "gcp": ("gcp_key_ring",),
@@ -71,16 +74,6 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = text.strip().lower()
-        if value not in allowed:
-            raise ValueError("must be one of " + ", ".join(allowed))
-        return value
-
-    return parse
-
-
 _CLUSTER = re.compile(r"[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?")
 
 
@@ -95,13 +88,6 @@ def _audiences(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _log_level(text: str) -> str:
-    level = text.strip().upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
-    return level
-
-
 def _base64_key(text: str) -> bytes:
     try:
         key = base64.b64decode(text.strip(), validate=True)
@@ -112,9 +98,325 @@ def _base64_key(text: str) -> bytes:
     return key
 
 
+class Provider(StrEnum):
+    """Where the keys are (docs/PROVIDERS.md)."""
+
+    LOCAL = "local"
+    GCP = "gcp"
+    AWS = "aws"
+    PKCS11 = "pkcs11"
+    VAULT = "vault"
+
+
+class TokenVerification(StrEnum):
+    """How the decryptor checks a token."""
+
+    TOKENREVIEW = "tokenreview"
+    HYBRID = "hybrid"
+
+
+class AuditPolicy(StrEnum):
+    """What happens to a decrypt whose audit record cannot be written."""
+
+    FAIL_CLOSED = "fail-closed"
+    BEST_EFFORT = "best-effort"
+
+
+class LogLevel(StrEnum):
+    """How much the services log."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+def _enum(kind: type[StrEnum]) -> Callable[[str], StrEnum]:
+    def parse(text: str) -> StrEnum:
+        wanted = text.strip().lower()
+        for member in kind:
+            if member.value.lower() == wanted:
+                return member
+        raise ValueError("must be one of " + ", ".join(member.value for member in kind))
+
+    return parse
+
+
+def _var(
+    default: Any,
+    help: str,
+    *,
+    parse: Callable[[str], Any] | None = None,
+    services: tuple[Service, ...] = BOTH,
+    secret: bool = False,
+    shown: str | None = None,
+) -> Any:
+    """Declare one setting: a field of :class:`Settings` whose metadata is its variable.
+
+    ``parse`` defaults from the default's type (bool, Path, str, an enum); ``shown`` replaces the
+    default in the README table (``— (required)``). ``help`` is Markdown, as the README shows it.
+    """
+    if parse is None:
+        if isinstance(default, bool):
+            parse = _boolean
+        elif isinstance(default, StrEnum):
+            parse = _enum(type(default))
+        elif isinstance(default, Path):
+            parse = Path
+        elif default is None or isinstance(default, str):
+            parse = str
+        else:
+            raise TypeError(f"give the parser of a {type(default).__name__} setting")
+    metadata = {"parse": parse, "help": help, "services": services, "secret": secret}
+    return field(default=default, metadata={**metadata, "shown": shown})
+
+
+# One declaration per setting: its name (KAMUS_ + the field name), type, default, parser, help,
+# services and secrecy. SPEC, load_settings and the README table all derive from these fields.
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Parsed settings of one service."""
+
+    service: Service
+    dev_mode: bool = _var(
+        False,
+        "Development mode: missing keys are generated into `KAMUS_DEV_DIR`, loudly. Never in "
+        "production.",
+    )
+    dev_dir: Path = _var(Path(".kamus-dev"), "Where development mode keeps the keys it generated.")
+    provider: Provider = _var(
+        Provider.LOCAL,
+        "Key provider: `local` (the keyring of `KAMUS_KEYRING`), `gcp`, `aws`, `pkcs11` or "
+        "`vault` ([docs/PROVIDERS.md](docs/PROVIDERS.md)).",
+    )
+    keyring: str | None = _var(
+        None,
+        "The local keyring as JSON ([docs/FORMAT.md](docs/FORMAT.md)); required for the local "
+        "provider unless in development mode.",
+        secret=True,
+        shown="— (required)",
+    )
+    cluster_name: str = _var(
+        "",
+        "Binds every ciphertext to this cluster: set a name per cluster (the same on its "
+        "encryptor and decryptor) and a ciphertext moved to another cluster does not open there, "
+        "even with the same keys. Empty: no cluster binding.",
+        parse=_cluster_name,
+    )
+    kms_key_mode: KeyMode = _var(
+        KeyMode.SHARED,
+        "Remote providers: `shared` uses `KAMUS_KMS_KEY` for every scope; `per-service-account` "
+        "uses one KMS key per namespace + service account, created on demand and named by a keyed "
+        "hash.",
+    )
+    kms_key: str | None = _var(
+        None, "Remote providers, shared mode: the KMS key's name (see docs/PROVIDERS.md)."
+    )
+    kms_naming_key: bytes | None = _var(
+        None,
+        "Remote providers, per-service-account mode: base64 key (32+ bytes) for the keyed hash "
+        "that names each service account's KMS key.",
+        parse=_base64_key,
+        secret=True,
+    )
+    kms_data_key_cache_seconds: float = _var(
+        300.0,
+        "How long an unwrapped data key is reused for the same ciphertext; 0 disables.",
+        parse=_non_negative_float,
+    )
+    kms_data_key_cache_size: int = _var(
+        10000, "Most unwrapped data keys kept per worker process.", parse=_positive_int
+    )
+    kms_timeout_seconds: float = _var(
+        5.0, "Timeout of one KMS call; beyond it the request gets 503.", parse=_positive_float
+    )
+    gcp_key_ring: str | None = _var(None, "gcp: the key ring, `projects/P/locations/L/keyRings/R`.")
+    gcp_endpoint: str | None = _var(None, "gcp: KMS API endpoint `host:port` (default: Google's).")
+    gcp_insecure_endpoint: bool = _var(
+        False,
+        "gcp: plaintext gRPC to `KAMUS_GCP_ENDPOINT`, without credentials. Local test servers "
+        "only.",
+    )
+    aws_region: str | None = _var(None, "aws: the KMS region.")
+    aws_endpoint_url: str | None = _var(None, "aws: KMS endpoint URL (default: AWS's).")
+    pkcs11_library: Path | None = _var(
+        None, "pkcs11: path of the PKCS#11 module (.so).", parse=Path
+    )
+    pkcs11_token_label: str | None = _var(None, "pkcs11: label of the token holding the keys.")
+    pkcs11_pin: str | None = _var(None, "pkcs11: user PIN of the token.", secret=True)
+    vault_addr: str | None = _var(None, "vault: Vault or OpenBao address, e.g. https://vault:8200.")
+    vault_token: str | None = _var(
+        None, "vault: token allowed to use the transit keys.", secret=True
+    )
+    vault_transit_mount: str = _var("transit", "vault: mount path of the transit engine.")
+    vault_ca_cert: Path | None = _var(
+        None, "vault: CA bundle to verify the server (default: system CAs).", parse=Path
+    )
+    max_plaintext_bytes: int = _var(
+        65536,
+        "Largest secret accepted for encryption; larger ones get 413.",
+        parse=_positive_int,
+    )
+    max_body_bytes: int = _var(
+        1048576,
+        "Largest request body accepted (chunked bodies included); larger ones get 413.",
+        parse=_positive_int,
+    )
+    readiness_check_seconds: float = _var(
+        5.0,
+        "How long a dependency check made for /readyz is reused (per process): probes, however "
+        "many, cost one TokenReview or KMS call per interval.",
+        parse=_non_negative_float,
+    )
+    client_timeout_seconds: float = _var(
+        5.0,
+        "How long a client may take to send a whole request (from connecting, or from the "
+        "request's first byte on a kept-alive connection) and to take each write of the answer; "
+        "slower connections are closed. Needs the worker class "
+        "`kamus_service.worker.BufferingWorker` (the images' default).",
+        parse=_positive_float,
+    )
+    reuse_port: bool = _var(
+        True,
+        "gunicorn: each worker listens on a socket of its own (SO_REUSEPORT), so connections "
+        "spread over the workers ([docs/PERFORMANCE.md](docs/PERFORMANCE.md)).",
+    )
+    padding_bucket: int = _var(
+        32,
+        "Plaintexts are padded to a multiple of this many bytes, so short secrets do not reveal "
+        "their exact length.",
+        parse=_positive_int,
+    )
+    allow_default_service_account: bool = _var(
+        False, "Allow encrypting for and decrypting as a namespace's `default` service account."
+    )
+    token_audiences: tuple[str, ...] = _var(
+        ("kamus",),
+        "Comma-separated audiences TokenReview checks. Empty: the API server's default audience "
+        "(plain pod tokens; compatible with Kamus, less safe).",
+        parse=_audiences,
+        services=DECRYPTOR,
+    )
+    kubeconfig: Path | None = _var(
+        None,
+        "Kubeconfig used for TokenReview; unset means in-cluster configuration.",
+        parse=Path,
+        services=DECRYPTOR,
+    )
+    tokenreview_timeout_seconds: float = _var(
+        5.0,
+        "Timeout of one TokenReview call; beyond it the request gets 503.",
+        parse=_positive_float,
+        services=DECRYPTOR,
+    )
+    tokenreview_cache_seconds: float = _var(
+        30.0,
+        "How long a successful TokenReview is reused for the same token (never beyond the "
+        "token's expiry); 0 disables caching.",
+        parse=_non_negative_float,
+        services=DECRYPTOR,
+    )
+    tokenreview_failure_cache_seconds: float = _var(
+        5.0,
+        "How long a rejected token stays rejected without asking the API server again.",
+        parse=_non_negative_float,
+        services=DECRYPTOR,
+    )
+    tokenreview_max_concurrent: int = _var(
+        16,
+        "Most TokenReview calls in flight at once per worker process; beyond, requests wait up "
+        "to the TokenReview timeout, then get 503.",
+        parse=_positive_int,
+        services=DECRYPTOR,
+    )
+    token_verification: TokenVerification = _var(
+        TokenVerification.TOKENREVIEW,
+        "`tokenreview`: every new token is checked by TokenReview. `hybrid`: first checked "
+        "offline against the cluster's OIDC keys (signature, issuer, audience, expiry), so "
+        "garbage never reaches the API server.",
+        services=DECRYPTOR,
+    )
+    token_issuer: str | None = _var(
+        None,
+        "Expected `iss` of tokens in hybrid mode; unset: the issuer of the cluster's OIDC "
+        "discovery document.",
+        services=DECRYPTOR,
+    )
+    rate_limit_failures_per_minute: int = _var(
+        30,
+        "Failed attempts (400/401/403) allowed per token (per source address for requests "
+        "without one) each minute and worker process; beyond, 429 with Retry-After. 0 disables.",
+        parse=_non_negative_int,
+        services=DECRYPTOR,
+    )
+    max_batch_items: int = _var(
+        256,
+        "Most ciphertexts one batch decrypt may carry.",
+        parse=_positive_int,
+        services=DECRYPTOR,
+    )
+    audit_key: bytes | None = _var(
+        None,
+        "Base64 key (32+ bytes) for the keyed ciphertext fingerprints in audit events and the "
+        "audit file's chain; required unless in development mode.",
+        parse=_base64_key,
+        services=DECRYPTOR,
+        secret=True,
+        shown="— (required)",
+    )
+    legacy_key: bytes | None = _var(
+        None,
+        "Migration from the original Kamus: its AES key (base64, 32 bytes). When set, the "
+        "decryptor also opens Kamus `iv:ciphertext` texts for the caller's own scope, counted in "
+        "a metric; `rewrap` turns them into v1. Unset once migrated "
+        "([docs/MIGRATING.md](docs/MIGRATING.md)).",
+        parse=_base64_key,
+        services=DECRYPTOR,
+        secret=True,
+    )
+    legacy_key_derivation: bool = _var(
+        False,
+        "The original Kamus ran with `useKeyDerivation` (a key per service account derived from "
+        "`KAMUS_LEGACY_KEY`).",
+        services=DECRYPTOR,
+    )
+    audit_file: Path | None = _var(
+        None,
+        "Append-only, hash-chained audit file ([docs/AUDIT.md](docs/AUDIT.md)), written and "
+        "flushed before each response; unset: audit events go to stdout only.",
+        parse=Path,
+        services=DECRYPTOR,
+    )
+    audit_policy: AuditPolicy = _var(
+        AuditPolicy.FAIL_CLOSED,
+        "When the audit file cannot be written: `fail-closed` answers 503 and returns no "
+        "plaintext; `best-effort` logs the failure and answers anyway.",
+        services=DECRYPTOR,
+    )
+    audit_fsync: bool = _var(
+        True,
+        "fsync the audit file after each event (durable across a node crash).",
+        services=DECRYPTOR,
+    )
+    log_level: LogLevel = _var(LogLevel.INFO, "`DEBUG`, `INFO`, `WARNING` or `ERROR`.")
+
+
+def _text(default: Any) -> str | None:
+    """A default as the environment would spell it (what the parser turns back into it)."""
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, tuple):
+        return ",".join(default)
+    if isinstance(default, float):
+        return f"{default:g}"
+    return str(default)
+
+
 @dataclass(frozen=True, slots=True)
 class Variable:
-    """One environment variable: how to parse it and what it is for."""
+    """One environment variable, derived from a field of :class:`Settings`."""
 
     name: str
     parse: Callable[[str], Any]
@@ -122,189 +424,43 @@ class Variable:
     help: str
     services: tuple[Service, ...] = BOTH
     secret: bool = False
+    shown: str | None = None
 
     @property
     def env(self) -> str:
         return PREFIX + self.name
 
 
-SPEC: tuple[Variable, ...] = (
-    Variable("DEV_MODE", _boolean, "false",
-             "Development mode: missing keys are generated into KAMUS_DEV_DIR, loudly. "
-             "Never in production."),
-    Variable("DEV_DIR", Path, ".kamus-dev",
-             "Where development mode keeps the keys it generated."),
-    Variable("PROVIDER", _choice(*PROVIDERS), "local",
-             "Key provider: `local` (the keyring of KAMUS_KEYRING), `gcp`, `aws`, `pkcs11` or "
-             "`vault` (docs/PROVIDERS.md)."),
-    Variable("KEYRING", str, None,
-             "The local keyring as JSON (see docs/FORMAT.md); required for the local provider "
-             "unless in development mode.", secret=True),
-    Variable("CLUSTER_NAME", _cluster_name, "",
-             "Binds every ciphertext to this cluster: set a name per cluster (the same on its "
-             "encryptor and decryptor) and a ciphertext moved to another cluster does not open "
-             "there, even with the same keys. Empty: no cluster binding."),
-    Variable("KMS_KEY_MODE", _choice("shared", "per-service-account"), "shared",
-             "Remote providers: `shared` uses KAMUS_KMS_KEY for every scope; "
-             "`per-service-account` uses one KMS key per namespace + service account, created "
-             "on demand and named by a keyed hash."),
-    Variable("KMS_KEY", str, None,
-             "Remote providers, shared mode: the KMS key's name (see docs/PROVIDERS.md)."),
-    Variable("KMS_NAMING_KEY", _base64_key, None,
-             "Remote providers, per-service-account mode: base64 key (32+ bytes) for the keyed "
-             "hash that names each service account's KMS key.", secret=True),
-    Variable("KMS_DATA_KEY_CACHE_SECONDS", _non_negative_float, "300",
-             "How long an unwrapped data key is reused for the same ciphertext; 0 disables."),
-    Variable("KMS_DATA_KEY_CACHE_SIZE", _positive_int, "10000",
-             "Most unwrapped data keys kept per worker process."),
-    Variable("KMS_TIMEOUT_SECONDS", _positive_float, "5",
-             "Timeout of one KMS call; beyond it the request gets 503."),
-    Variable("GCP_KEY_RING", str, None,
-             "gcp: the key ring, `projects/P/locations/L/keyRings/R`."),
-    Variable("GCP_ENDPOINT", str, None,
-             "gcp: KMS API endpoint `host:port` (default: Google's)."),
-    Variable("GCP_INSECURE_ENDPOINT", _boolean, "false",
-             "gcp: plaintext gRPC to KAMUS_GCP_ENDPOINT, without credentials. Local test servers "
-             "only."),
-    Variable("AWS_REGION", str, None, "aws: the KMS region."),
-    Variable("AWS_ENDPOINT_URL", str, None, "aws: KMS endpoint URL (default: AWS's)."),
-    Variable("PKCS11_LIBRARY", Path, None, "pkcs11: path of the PKCS#11 module (.so)."),
-    Variable("PKCS11_TOKEN_LABEL", str, None, "pkcs11: label of the token holding the keys."),
-    Variable("PKCS11_PIN", str, None, "pkcs11: user PIN of the token.", secret=True),
-    Variable("VAULT_ADDR", str, None, "vault: Vault or OpenBao address, e.g. https://vault:8200."),
-    Variable("VAULT_TOKEN", str, None, "vault: token allowed to use the transit keys.",
-             secret=True),
-    Variable("VAULT_TRANSIT_MOUNT", str, "transit", "vault: mount path of the transit engine."),
-    Variable("VAULT_CA_CERT", Path, None, "vault: CA bundle to verify the server (default: "
-             "system CAs)."),
-    Variable("MAX_PLAINTEXT_BYTES", _positive_int, "65536",
-             "Largest secret accepted for encryption; larger ones get 413."),
-    Variable("MAX_BODY_BYTES", _positive_int, "1048576",
-             "Largest request body accepted (chunked bodies included); larger ones get 413."),
-    Variable("READINESS_CHECK_SECONDS", _non_negative_float, "5",
-             "How long a dependency check made for /readyz is reused (per process): probes, "
-             "however many, cost one TokenReview or KMS call per interval."),
-    Variable("CLIENT_TIMEOUT_SECONDS", _positive_float, "5",
-             "How long a client may take to send a whole request (from connecting, or from the "
-             "request's first byte on a kept-alive connection) and to take each write of the "
-             "answer; slower connections are closed. Needs the worker class "
-             "`kamus_service.worker.BufferingWorker` (the images' default)."),
-    Variable("REUSE_PORT", _boolean, "true",
-             "gunicorn: each worker listens on a socket of its own (SO_REUSEPORT), so "
-             "connections spread over the workers (docs/PERFORMANCE.md)."),
-    Variable("PADDING_BUCKET", _positive_int, "32",
-             "Plaintexts are padded to a multiple of this many bytes so short secrets do not "
-             "reveal their exact length."),
-    Variable("ALLOW_DEFAULT_SERVICE_ACCOUNT", _boolean, "false",
-             "Allow encrypting for and decrypting as a namespace's `default` service account."),
-    Variable("TOKEN_AUDIENCES", _audiences, "kamus",
-             "Comma-separated audiences TokenReview checks. Empty: the API server's default "
-             "audience (plain pod tokens; compatible with Kamus, less safe).",
-             services=DECRYPTOR),
-    Variable("KUBECONFIG", Path, None,
-             "Kubeconfig used for TokenReview; unset means in-cluster configuration.",
-             services=DECRYPTOR),
-    Variable("TOKENREVIEW_TIMEOUT_SECONDS", _positive_float, "5",
-             "Timeout of one TokenReview call; beyond it the request gets 503.",
-             services=DECRYPTOR),
-    Variable("TOKENREVIEW_CACHE_SECONDS", _non_negative_float, "30",
-             "How long a successful TokenReview is reused for the same token (never beyond the "
-             "token's expiry); 0 disables caching.", services=DECRYPTOR),
-    Variable("TOKENREVIEW_FAILURE_CACHE_SECONDS", _non_negative_float, "5",
-             "How long a rejected token stays rejected without asking the API server again.",
-             services=DECRYPTOR),
-    Variable("TOKENREVIEW_MAX_CONCURRENT", _positive_int, "16",
-             "Most TokenReview calls in flight at once per worker process; beyond, requests "
-             "wait up to the TokenReview timeout, then get 503.", services=DECRYPTOR),
-    Variable("TOKEN_VERIFICATION", _choice("tokenreview", "hybrid"), "tokenreview",
-             "`tokenreview`: every new token is checked by TokenReview. `hybrid`: first checked "
-             "offline against the cluster's OIDC keys (signature, issuer, audience, expiry), "
-             "so garbage never reaches the API server.", services=DECRYPTOR),
-    Variable("TOKEN_ISSUER", str, None,
-             "Expected `iss` of tokens in hybrid mode; unset: the issuer of the cluster's OIDC "
-             "discovery document.", services=DECRYPTOR),
-    Variable("RATE_LIMIT_FAILURES_PER_MINUTE", _non_negative_int, "30",
-             "Failed attempts (400/401/403) allowed per token (per source address for requests "
-             "without one) each minute and worker process; beyond, 429 with Retry-After. 0 "
-             "disables.", services=DECRYPTOR),
-    Variable("LEGACY_KEY", _base64_key, None,
-             "Migration from the original Kamus: its AES key (base64, 32 bytes). When set, the "
-             "decryptor also opens Kamus `iv:ciphertext` texts for the caller's own scope, "
-             "counted in a metric; `rewrap` turns them into v1. Unset once migrated.",
-             services=DECRYPTOR, secret=True),
-    Variable("LEGACY_KEY_DERIVATION", _boolean, "false",
-             "The original Kamus ran with `useKeyDerivation` (a key per service account derived "
-             "from KAMUS_LEGACY_KEY).", services=DECRYPTOR),
-    Variable("AUDIT_FILE", Path, None,
-             "Append-only, hash-chained audit file (docs/AUDIT.md), written and flushed before "
-             "each response; unset: audit events go to stdout only.", services=DECRYPTOR),
-    Variable("AUDIT_POLICY", _choice("fail-closed", "best-effort"), "fail-closed",
-             "When the audit file cannot be written: `fail-closed` answers 503 and returns no "
-             "plaintext; `best-effort` logs the failure and answers anyway.", services=DECRYPTOR),
-    Variable("AUDIT_FSYNC", _boolean, "true",
-             "fsync the audit file after each event (durable across a node crash).",
-             services=DECRYPTOR),
-    Variable("MAX_BATCH_ITEMS", _positive_int, "256",
-             "Most ciphertexts one batch decrypt may carry.", services=DECRYPTOR),
-    Variable("AUDIT_KEY", _base64_key, None,
-             "Base64 key (32+ bytes) for the keyed ciphertext fingerprints in audit events; "
-             "required unless in development mode.", services=DECRYPTOR, secret=True),
-    Variable("LOG_LEVEL", _log_level, "INFO", "DEBUG, INFO, WARNING or ERROR."),
-)  # fmt: skip
+SPEC: tuple[Variable, ...] = tuple(
+    Variable(
+        name=item.name.upper(),
+        parse=item.metadata["parse"],
+        default=_text(item.default),
+        help=item.metadata["help"],
+        services=item.metadata["services"],
+        secret=item.metadata["secret"],
+        shown=item.metadata["shown"],
+    )
+    for item in fields(Settings)
+    if item.metadata
+)
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Parsed settings of one service."""
-
-    service: Service
-    dev_mode: bool = False
-    dev_dir: Path = Path(".kamus-dev")
-    provider: str = "local"
-    keyring: str | None = None
-    cluster_name: str = ""
-    kms_key_mode: str = "shared"
-    kms_key: str | None = None
-    kms_naming_key: bytes | None = None
-    kms_data_key_cache_seconds: float = 300.0
-    kms_data_key_cache_size: int = 10000
-    kms_timeout_seconds: float = 5.0
-    gcp_key_ring: str | None = None
-    gcp_endpoint: str | None = None
-    gcp_insecure_endpoint: bool = False
-    aws_region: str | None = None
-    aws_endpoint_url: str | None = None
-    pkcs11_library: Path | None = None
-    pkcs11_token_label: str | None = None
-    pkcs11_pin: str | None = None
-    vault_addr: str | None = None
-    vault_token: str | None = None
-    vault_transit_mount: str = "transit"
-    vault_ca_cert: Path | None = None
-    max_plaintext_bytes: int = 65536
-    max_body_bytes: int = 1048576
-    client_timeout_seconds: float = 5.0
-    reuse_port: bool = True
-    readiness_check_seconds: float = 5.0
-    padding_bucket: int = 32
-    allow_default_service_account: bool = False
-    token_audiences: tuple[str, ...] = ("kamus",)
-    kubeconfig: Path | None = None
-    tokenreview_timeout_seconds: float = 5.0
-    tokenreview_cache_seconds: float = 30.0
-    tokenreview_failure_cache_seconds: float = 5.0
-    tokenreview_max_concurrent: int = 16
-    token_verification: str = "tokenreview"  # noqa: S105 (a mode name, not a secret)
-    token_issuer: str | None = None
-    rate_limit_failures_per_minute: int = 30
-    legacy_key: bytes | None = None
-    legacy_key_derivation: bool = False
-    audit_file: Path | None = None
-    audit_policy: str = "fail-closed"
-    audit_fsync: bool = True
-    max_batch_items: int = 256
-    audit_key: bytes | None = None
-    log_level: str = "INFO"
+def markdown_table() -> str:
+    """The README's table of service settings, rendered from SPEC."""
+    rows = ["| variable | used by | default | meaning |", "|---|---|---|---|"]
+    for variable in SPEC:
+        names = f"`{variable.env}`" + (f" / `{variable.env}_FILE`" if variable.secret else "")
+        if variable.shown is not None:
+            default = variable.shown
+        elif variable.default is None:
+            default = "—"
+        elif variable.default == "":
+            default = "(empty)"
+        else:
+            default = f"`{variable.default}`"
+        rows.append(f"| {names} | {', '.join(variable.services)} | {default} | {variable.help} |")
+    return "\n".join(rows) + "\n"
 
 
 def _raw_value(variable: Variable, environ: Mapping[str, str], problems: list[str]) -> str | None:
@@ -314,16 +470,11 @@ def _raw_value(variable: Variable, environ: Mapping[str, str], problems: list[st
         problems.append(f"set {variable.env} or {variable.env}_FILE, not both")
         return None
     if path is not None:
+        # The clients' rule for <NAME>_FILE, shared so that both sides read files alike.
         try:
-            # Files made with `echo` or an editor end in a newline that is never part of a
-            # token, PIN or key.
-            return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            problems.append(f"{variable.env}_FILE: cannot read {path}: {exc.strerror}")
-            return None
-        except UnicodeDecodeError:
-            # Never the decoder's message: it quotes a byte of the secret.
-            problems.append(f"{variable.env}_FILE: {path} is not UTF-8 text (keys go in base64)")
+            return environment.read_value_file(f"{variable.env}_FILE", path)
+        except InputError as exc:
+            problems.append(str(exc))
             return None
     return direct if direct is not None else variable.default
 
@@ -373,7 +524,7 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         for name in sorted(env)
         if name.startswith(PREFIX)
         and name not in known
-        and name not in _CLIENT_VARIABLES
+        and name not in environment.NAMES
         and not _SERVICE_LINK.fullmatch(name)
     )
     required = ["audit_key"] if service == "decryptor" else []
@@ -403,8 +554,6 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
     return Settings(service=service, **values)
 
 
-# Read by kamus-cli and kamus-init, not by the services; listed so a typo is still caught.
-_CLIENT_VARIABLES = frozenset({"KAMUS_URL"})
 # Kubernetes injects these for every Service of the namespace (a Service named kamus-decryptor
 # gives KAMUS_DECRYPTOR_SERVICE_HOST, KAMUS_DECRYPTOR_PORT_80_TCP, ...): not typos.
 _SERVICE_LINK = re.compile(
@@ -425,3 +574,7 @@ def exit_on_configuration_error(program: str) -> Iterator[None]:
         lines = "\n".join(f"  - {problem}" for problem in exc.problems)
         print(f"{program}: cannot start, configuration problems:\n{lines}", file=sys.stderr)
         raise SystemExit(3) from exc
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")  # the README's table: python -m kamus_service.settings

@@ -176,7 +176,10 @@ def test_verify_with_another_key_reports_tampering(
         ({}, "no audit key"),
         ({"KAMUS_AUDIT_KEY": "not base64!"}, "must be base64"),
         ({"KAMUS_AUDIT_KEY": base64.b64encode(b"short").decode()}, "at least 32 bytes"),
-        ({"KAMUS_AUDIT_KEY_FILE": "/nonexistent/key"}, "cannot read the audit key file"),
+        (
+            {"KAMUS_AUDIT_KEY_FILE": "/nonexistent/key"},
+            "KAMUS_AUDIT_KEY_FILE: cannot read /nonexistent/key",
+        ),
     ],
 )
 def test_verify_without_a_usable_key_is_an_input_error(

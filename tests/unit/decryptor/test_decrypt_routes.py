@@ -14,7 +14,7 @@ from kamus_kms.keyring import Keyring
 from kamus_kms.providers.local import LocalKeyringProvider
 from kamus_kms.scope import Scope
 from kamus_kms.sealer import Sealer
-from kamus_service.settings import Settings
+from kamus_service.settings import LogLevel, Settings
 
 TOKEN_A = "token-team_a-app"
 
@@ -295,7 +295,7 @@ def test_a_quiet_log_level_never_silences_the_audit(
     audit_events: Callable[[], list[dict[str, Any]]],
 ) -> None:  # fmt: skip
     settings = Settings(service="decryptor", keyring=keyring.to_json(), audit_key=b"k" * 32,
-                        log_level="ERROR")  # fmt: skip
+                        log_level=LogLevel.ERROR)  # fmt: skip
     client = create_app(settings, reviewer=reviewer).test_client()
     client.post("/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer("token-team_b-app"))
     client.post("/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer(TOKEN_A))

@@ -25,7 +25,7 @@ from kms_backend import Backend
 from kamus_kms.errors import ConfigurationError, InvalidCiphertextError, UnavailableError
 from kamus_kms.providers.aws import ALIAS_TAG, CONTEXT_KEY, AwsKms
 from kamus_service.providers import remote_kms
-from kamus_service.settings import Settings
+from kamus_service.settings import Provider, Settings
 
 HEADER = f"kamus:v1:aws:team-a:app:{SHARED_KEY}:".encode()
 OTHER_HEADER = f"kamus:v1:aws:team-b:app:{SHARED_KEY}:".encode()
@@ -409,6 +409,6 @@ def test_without_boto3_the_module_raises_import_error_and_settings_name_the_extr
     monkeypatch.delitem(sys.modules, "kamus_kms.providers.aws")
     with pytest.raises(ImportError):
         importlib.import_module("kamus_kms.providers.aws")
-    settings = Settings(service="encryptor", provider="aws", aws_region=REGION)
+    settings = Settings(service="encryptor", provider=Provider.AWS, aws_region=REGION)
     with pytest.raises(ConfigurationError, match=r"pip install 'kamus\[aws\]'"):
         remote_kms(settings)

@@ -25,7 +25,7 @@ from kamus_kms.providers.gcp import GcpKms
 from kamus_kms.scope import Scope
 from kamus_kms.sealer import Sealer
 from kamus_service.providers import provider_from_settings, remote_kms
-from kamus_service.settings import Settings, load_settings
+from kamus_service.settings import Provider, Settings, load_settings
 
 DATA_KEY = bytes(range(32))
 HEADER = b"kamus:v1:gcp:team-a:app:kamus-shared:"
@@ -356,6 +356,6 @@ def test_without_the_sdk_the_module_raises_import_error_and_settings_name_the_ex
     monkeypatch.delitem(sys.modules, "kamus_kms.providers.gcp")
     with pytest.raises(ImportError):
         importlib.import_module("kamus_kms.providers.gcp")
-    settings = Settings(service="encryptor", provider="gcp", gcp_key_ring=KEY_RING)
+    settings = Settings(service="encryptor", provider=Provider.GCP, gcp_key_ring=KEY_RING)
     with pytest.raises(ConfigurationError, match=r"pip install 'kamus\[gcp\]'"):
         remote_kms(settings)

@@ -21,7 +21,7 @@ from kamus_kms.providers.pkcs11 import AES_GCM_TAG, Pkcs11Kms, WrappedKey, wrapp
 from kamus_kms.scope import Scope
 from kamus_kms.sealer import Sealer
 from kamus_service.providers import remote_kms
-from kamus_service.settings import Settings
+from kamus_service.settings import Provider, Settings
 
 DATA_KEY = bytes(range(32))
 HEADER = b"kamus:v1:pkcs11:team-a:app:kamus-shared:"
@@ -226,7 +226,7 @@ def test_a_second_pin_for_one_token_in_one_process_is_refused_without_showing_it
 
 def test_settings_build_the_adapter(backend: Pkcs11Backend) -> None:
     settings = Settings(
-        service="encryptor", provider="pkcs11", pkcs11_library=Path(backend.library),
+        service="encryptor", provider=Provider.PKCS11, pkcs11_library=Path(backend.library),
         pkcs11_token_label=TOKEN_LABEL, pkcs11_pin=USER_PIN,
     )  # fmt: skip
     adapter = remote_kms(settings)
@@ -242,7 +242,7 @@ def test_without_python_pkcs11_the_module_raises_import_error(
     with pytest.raises(ImportError):
         importlib.import_module("kamus_kms.providers.pkcs11")
     settings = Settings(
-        service="encryptor", provider="pkcs11", pkcs11_library=Path(backend.library),
+        service="encryptor", provider=Provider.PKCS11, pkcs11_library=Path(backend.library),
         pkcs11_token_label=TOKEN_LABEL, pkcs11_pin=USER_PIN,
     )  # fmt: skip
     with pytest.raises(ConfigurationError, match=r"pip install 'kamus\[pkcs11\]'"):

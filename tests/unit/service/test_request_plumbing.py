@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from kamus_encryptor import create_app
 from kamus_kms.keyring import Keyring
 from kamus_service import logs
-from kamus_service.settings import Settings
+from kamus_service.settings import LogLevel, Settings
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def registry() -> CollectorRegistry:
 @pytest.fixture
 def app(keyring: Keyring, registry: CollectorRegistry) -> Flask:
     """An encryptor logging every request."""
-    settings = Settings(service="encryptor", keyring=keyring.to_json(), log_level="INFO")
+    settings = Settings(service="encryptor", keyring=keyring.to_json(), log_level=LogLevel.INFO)
     return create_app(settings, registry=registry)
 
 

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+from dataclasses import Field, fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from kamus_client.environment import NAMES as client_names
+from kamus_client.environment import markdown_table as client_table
 from kamus_decryptor import create_app as decryptor_app
 from kamus_encryptor import create_app as encryptor_app
 from kamus_kms.errors import ConfigurationError, InvalidCiphertextError
@@ -12,7 +16,16 @@ from kamus_kms.scope import Scope
 from kamus_kms.sealer import Sealer
 from kamus_service.keys import audit_key_from_settings, local_provider
 from kamus_service.providers import sealer_from_settings
-from kamus_service.settings import SPEC, Settings, load_settings
+from kamus_service.settings import (
+    SPEC,
+    AuditPolicy,
+    LogLevel,
+    Provider,
+    Settings,
+    TokenVerification,
+    load_settings,
+    markdown_table,
+)
 
 AUDIT_KEY = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="  # 32 bytes
 
@@ -97,10 +110,53 @@ def test_dev_mode_needs_no_keys() -> None:
     assert load_settings("decryptor", {"KAMUS_DEV_MODE": "true"}).dev_mode
 
 
-def test_readme_documents_every_setting() -> None:
+def test_the_readme_table_is_the_specification() -> None:
+    # The table is rendered from the declarations: `python -m kamus_service.settings` prints it.
     readme = (Path(__file__).parents[3] / "README.md").read_text("utf-8")
-    missing = [v.env for v in SPEC if f"`{v.env}`" not in readme]
-    assert missing == []
+    assert markdown_table() in readme
+
+
+def test_the_readme_client_table_is_the_client_specification() -> None:
+    # `python -m kamus_client.environment` prints it.
+    readme = (Path(__file__).parents[3] / "README.md").read_text("utf-8")
+    assert client_table() in readme
+
+
+@pytest.mark.parametrize("item", [f for f in fields(Settings) if f.metadata], ids=lambda f: f.name)
+def test_every_default_reads_back_as_itself(item: Field[Any]) -> None:
+    """The default the README shows is the one the service uses when the variable is unset."""
+    (variable,) = [v for v in SPEC if v.name == item.name.upper()]
+    if variable.default is None:
+        assert item.default is None
+    else:
+        assert variable.parse(variable.default) == item.default
+
+
+def test_enumerated_settings_are_enums_and_accept_any_case(keyring_json: str) -> None:
+    settings = load_settings(
+        "decryptor",
+        {
+            "KAMUS_KEYRING": keyring_json,
+            "KAMUS_AUDIT_KEY": AUDIT_KEY,
+            "KAMUS_TOKEN_VERIFICATION": "Hybrid",
+            "KAMUS_AUDIT_POLICY": "BEST-EFFORT",
+            "KAMUS_LOG_LEVEL": "warning",
+        },
+    )
+    assert settings.token_verification is TokenVerification.HYBRID
+    assert settings.audit_policy is AuditPolicy.BEST_EFFORT
+    assert settings.log_level is LogLevel.WARNING
+    assert settings.provider is Provider.LOCAL
+
+
+def test_an_unknown_enumerated_value_lists_the_choices(keyring_json: str) -> None:
+    with pytest.raises(ConfigurationError, match="must be one of local, gcp, aws, pkcs11, vault"):
+        load_settings("encryptor", {"KAMUS_KEYRING": keyring_json, "KAMUS_PROVIDER": "azure"})
+
+
+def test_the_clients_variables_are_no_typos_for_the_services(keyring_json: str) -> None:
+    environ = dict.fromkeys(client_names, "x") | {"KAMUS_KEYRING": keyring_json}
+    assert load_settings("encryptor", environ).keyring == keyring_json
 
 
 def test_kubernetes_service_link_variables_are_not_mistaken_for_typos(keyring_json: str) -> None:
