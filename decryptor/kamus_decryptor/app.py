@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, Request, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, Counter
 
-from kamus_decryptor.audit import AuditedAttempt, AuditEvent, AuditTrail
+from kamus_decryptor.audit import AuditEvent, AuditTrail, outcome_of
 from kamus_decryptor.auditfile import AuditFile
 from kamus_decryptor.jwks import OfflineTokenCheck, PrecheckedTokenReviewer
 from kamus_decryptor.openapi import OPENAPI
 from kamus_decryptor.ratelimit import FailureLimiter
-from kamus_decryptor.tokencache import CachingTokenReviewer, forget_token_key, token_key
+from kamus_decryptor.tokencache import CachingTokenReviewer, token_key
 from kamus_decryptor.tokenreview import (
     Caller,
     KubernetesTokenReviewer,
@@ -21,7 +22,12 @@ from kamus_decryptor.tokenreview import (
     api_client,
 )
 from kamus_kms.ciphertext import Ciphertext
-from kamus_kms.errors import InvalidCiphertextError, InvalidRequestError, KamusError, RequestError
+from kamus_kms.errors import (
+    AuditWriteError,
+    InvalidCiphertextError,
+    InvalidRequestError,
+    RequestError,
+)
 from kamus_kms.legacy import LegacyCiphertext, LegacyKamusKey, is_legacy
 from kamus_kms.provider import KeyProvider
 from kamus_kms.sealer import Sealer
@@ -39,21 +45,15 @@ from kamus_service.webapp import CLIENT_REQUEST_ID, REQUEST_ID, new_app
 
 routes = Blueprint("decryptor", __name__)
 Parsed = Ciphertext | LegacyCiphertext
+T = TypeVar("T")
 _MAX_ITEM_NAME = 253
 _TEXT = "text/plain; charset=utf-8"
 
 
-def _bearer_token(current: Request) -> str | None:
-    scheme, _, token = current.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+def _bearer_token(environ: Mapping[str, Any]) -> str | None:
+    scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
-
-
-def _current_request() -> Request:
-    # The request object itself: each attribute read through the `request` proxy is a
-    # context-variable lookup, and the decrypt routes read several.
-    current: Request = request._get_current_object()  # type: ignore[attr-defined]
-    return current
 
 
 class Decryptor:
@@ -82,40 +82,54 @@ class Decryptor:
             ["action", "reason"],
             registry=registry,
         )
-        self._outcomes: dict[tuple[str, str], Any] = {}
         self.legacy_opened = Counter(
             "kamus_legacy_ciphertexts_opened", "Original Kamus ciphertexts opened (to migrate)",
             registry=registry,
         )  # fmt: skip
 
-    def attempt(self, action: str, current: Request) -> _Attempt:
-        """`with decryptor.attempt(...) as (event, caller):` one audited, rate-limited, counted
-        attempt of an authenticated caller."""
-        environ = current.environ
-        token = _bearer_token(current)
+    def attempt(self, action: str, work: Callable[[AuditEvent, Caller], T]) -> T:
+        """Run ``work`` for the caller of the current request, as one accounted attempt.
+
+        In order: the caller's failure budget is checked, its token verified, ``work`` run.
+        However that ends, the attempt is audited (the outcome: audit.outcome_of) and counted by
+        its reason, and a refusal caused by what the caller sent (400, 401, 403; not 429) is
+        charged to its budget. An allowed attempt whose audit record cannot be kept fails
+        (503, fail-closed policy): no plaintext leaves without its record.
+        """
+        environ = request.environ
+        token = _bearer_token(environ)
         source = environ.get("REMOTE_ADDR") or "unknown"
         # Failures count against the caller: its token. Pods on one node, or behind SNAT or an
         # ingress, share a source address, so an address key would let one broken pod lock its
         # neighbours out. Only requests without a token (which no one can verify) count by address.
-        keys = (f"token:{token_key(token)}",) if token else (f"source:{source}",)
-        audited = self.audit.attempt(
+        budget = f"token:{token_key(token)}" if token else f"source:{source}"
+        event = AuditEvent(
             action,
             environ.get(REQUEST_ID, ""),
             source,
             environ.get("HTTP_USER_AGENT"),
             client_request_id=environ.get(CLIENT_REQUEST_ID),
         )
-        return _Attempt(self, action, token, keys, audited)
+        try:
+            self.limiter.check(budget)
+            caller = self.authenticate(event, token)
+            result = work(event, caller)
+        except Exception as exc:
+            if isinstance(exc, RequestError) and not isinstance(exc, RateLimitedError):
+                self.limiter.record_failure(budget)
+            self.audit.emit(event, exc)
+            self._count(action, exc)
+            raise
+        try:
+            self.audit.emit(event, None)
+        except AuditWriteError as exc:
+            self._count(action, exc)
+            raise
+        self._count(action, None)
+        return result
 
-    def count(self, action: str, reason: str) -> None:
-        """Count one attempt's outcome."""
-        # Children by label values, found once: actions and reason codes are a fixed set.
-        child = self._outcomes.get((action, reason))
-        if child is None:
-            child = self._outcomes.setdefault(
-                (action, reason), self.outcomes.labels(action, reason)
-            )
-        child.inc()
+    def _count(self, action: str, error: Exception | None) -> None:
+        self.outcomes.labels(action, outcome_of(error)[1]).inc()
 
     def authenticate(self, event: AuditEvent, token: str | None) -> Caller:
         """The verified caller of this request, recorded in the audit event."""
@@ -171,58 +185,6 @@ class Decryptor:
         return self.sealer.open_parsed(ciphertext, caller.scope).plaintext
 
 
-class _Attempt:
-    """The context of Decryptor.attempt: the rate limit is checked on entry; on exit failed
-    requests (400, 401, 403, not 429) count against it, the audit event is emitted and the
-    outcome counted.
-
-    A class rather than a generator-based context manager: it runs on every decrypt.
-    """
-
-    __slots__ = ("_action", "_audited", "_decryptor", "_keys", "_token")
-
-    def __init__(
-        self,
-        decryptor: Decryptor,
-        action: str,
-        token: str | None,
-        keys: tuple[str | None, ...],
-        audited: AuditedAttempt,
-    ) -> None:
-        self._decryptor = decryptor
-        self._action = action
-        self._token = token
-        self._keys = keys
-        self._audited = audited
-
-    def __enter__(self) -> tuple[AuditEvent, Caller]:
-        event = self._audited.__enter__()
-        try:
-            self._decryptor.limiter.check(*self._keys)
-            caller = self._decryptor.authenticate(event, self._token)
-        except BaseException as exc:
-            self.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        return event, caller
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
-        self._token = None
-        forget_token_key()  # no raw token stays referenced after its request
-        decryptor = self._decryptor
-        if isinstance(exc, RequestError) and not isinstance(exc, RateLimitedError):
-            decryptor.limiter.record_failure(*self._keys)
-        try:
-            self._audited.__exit__(exc_type, exc, traceback)
-        except KamusError as failed:
-            # An allowed attempt whose audit record could not be kept: it fails after all.
-            decryptor.count(self._action, failed.code)
-            raise
-        if exc is None:
-            decryptor.count(self._action, "ok")
-        elif isinstance(exc, KamusError):
-            decryptor.count(self._action, exc.code)
-
-
 def _text(plaintext: bytes) -> str:
     try:
         return plaintext.decode("utf-8")
@@ -237,33 +199,39 @@ def _decryptor() -> Decryptor:
 
 @routes.post("/api/v1/decrypt")
 def decrypt() -> Response:
-    decryptor, current = _decryptor(), _current_request()
-    with decryptor.attempt("decrypt", current) as (event, caller):
-        text = require_text(read_json_object(current), "data")
-        plaintext = decryptor.open_all(event, caller, {"data": text})["data"]
-    return Response(plaintext, content_type=_TEXT)
+    decryptor = _decryptor()
+
+    def work(event: AuditEvent, caller: Caller) -> str:
+        text = require_text(read_json_object(request), "data")
+        return decryptor.open_all(event, caller, {"data": text})["data"]
+
+    return Response(decryptor.attempt("decrypt", work), content_type=_TEXT)
 
 
 @routes.post("/api/v1/decrypt/batch")
 def decrypt_batch() -> Response:
-    decryptor, current = _decryptor(), _current_request()
-    with decryptor.attempt("decrypt_batch", current) as (event, caller):
-        items = _batch_items(read_json_object(current), decryptor.settings.max_batch_items)
-        opened = decryptor.open_all(event, caller, items)
-    return jsonify(items=opened)
+    decryptor = _decryptor()
+
+    def work(event: AuditEvent, caller: Caller) -> dict[str, str]:
+        items = _batch_items(read_json_object(request), decryptor.settings.max_batch_items)
+        return decryptor.open_all(event, caller, items)
+
+    return jsonify(items=decryptor.attempt("decrypt_batch", work))
 
 
 @routes.post("/api/v1/rewrap")
 def rewrap() -> Response:
-    decryptor, current = _decryptor(), _current_request()
-    with decryptor.attempt("rewrap", current) as (event, caller):
-        text = require_text(read_json_object(current), "data")
+    decryptor = _decryptor()
+
+    def work(event: AuditEvent, caller: Caller) -> str:
+        text = require_text(read_json_object(request), "data")
         ciphertext = decryptor.parse_all(event, {"data": text})["data"]
         # The plaintext exists only inside this call: it is sealed again at once, for the
         # caller's own scope (the only one it could open), under the provider's current key.
         plaintext = decryptor.open_bytes(ciphertext, caller)
-        rewrapped = decryptor.sealer.seal(plaintext, caller.scope)
-    return Response(rewrapped, content_type=_TEXT)
+        return decryptor.sealer.seal(plaintext, caller.scope)
+
+    return Response(decryptor.attempt("rewrap", work), content_type=_TEXT)
 
 
 def _batch_items(body: dict[str, Any], limit: int) -> dict[str, str]:

@@ -34,12 +34,16 @@ class AuditEvent:
     request_id: str
     source_ip: str | None
     user_agent: str | None
-    outcome: str = "error"
+    outcome: str = "error"  # set from how the attempt ended (outcome_of) as it is emitted
     reason: str = "internal_error"
     caller: dict[str, str | None] | None = None
     items: list[dict[str, Any]] = field(default_factory=list)
     client_request_id: str | None = None
     time: str = ""  # when the attempt ended: set as the event is emitted
+
+    def __post_init__(self) -> None:
+        # Request-supplied and unbounded otherwise.
+        self.user_agent = (self.user_agent or "")[:_MAX_USER_AGENT]
 
     def set_caller(self, caller: Caller) -> None:
         """Record who the token proved the caller to be."""
@@ -60,6 +64,17 @@ class AuditEvent:
             "source_ip": self.source_ip,
             "user_agent": self.user_agent,
         }
+
+
+def outcome_of(error: BaseException | None) -> tuple[str, str]:
+    """The one place an attempt's ending becomes its (outcome, reason) for audit and metrics."""
+    if error is None:
+        return "allowed", "ok"
+    if isinstance(error, UnavailableError):
+        return "unavailable", error.code
+    if isinstance(error, KamusError):
+        return "denied", error.code
+    return "error", "internal_error"
 
 
 class AuditTrail:
@@ -119,24 +134,14 @@ class AuditTrail:
             )
         return described
 
-    def attempt(
-        self,
-        action: str,
-        request_id: str,
-        source_ip: str | None,
-        user_agent: str | None,
-        *,
-        client_request_id: str | None = None,
-    ) -> AuditedAttempt:
-        """The event of one attempt, emitted exactly once however the attempt ends."""
-        event = AuditEvent(
-            action, request_id, source_ip, (user_agent or "")[:_MAX_USER_AGENT],
-            client_request_id=client_request_id,
-        )  # fmt: skip
-        return AuditedAttempt(self, event)
+    def emit(self, event: AuditEvent, error: BaseException | None) -> None:
+        """Write the event of an attempt that ended with ``error`` (None: allowed).
 
-    def emit(self, event: AuditEvent, *, required: bool) -> None:
-        """Write the event; with `required`, raise AuditWriteError when the file refuses it."""
+        An allowed event the file refuses raises AuditWriteError under the fail-closed policy
+        (after saying so on stdout); any other is written as well as it can be.
+        """
+        event.outcome, event.reason = outcome_of(error)
+        required = error is None and self.fail_closed
         event.time = timestamp()
         fields = event.as_fields()
         if self._file is not None:
@@ -153,32 +158,3 @@ class AuditTrail:
                 # the file against, so deleting its tail is detected too.
                 fields |= {"seq": record["seq"], "mac": record["mac"]}
         write_event("kamus.audit", "audit", fields)
-
-
-class AuditedAttempt:
-    """`with trail.attempt(...) as event:` emits the event when the block ends, allowed when it
-    ends normally, denied or unavailable by the Kamus error that ended it.
-
-    A class rather than a generator-based context manager: it runs on every decrypt.
-    """
-
-    __slots__ = ("_trail", "event")
-
-    def __init__(self, trail: AuditTrail, event: AuditEvent) -> None:
-        self._trail = trail
-        self.event = event
-
-    def __enter__(self) -> AuditEvent:
-        return self.event
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
-        event = self.event
-        if exc is None:
-            event.outcome, event.reason = "allowed", "ok"
-            self._trail.emit(event, required=self._trail.fail_closed)
-            return
-        if isinstance(exc, UnavailableError):
-            event.outcome, event.reason = "unavailable", exc.code
-        elif isinstance(exc, KamusError):
-            event.outcome, event.reason = "denied", exc.code
-        self._trail.emit(event, required=False)

@@ -25,32 +25,9 @@ from kamus_kms.errors import RequestError, UnavailableError
 _MAX_ENTRIES = 10_000
 
 
-class _LastKey(threading.local):
-    token: str | None = None
-    key: str = ""
-
-
-_last = _LastKey()
-
-
 def token_key(token: str) -> str:
-    """The cache and rate-limit key of a token: its SHA-256, so the token itself is never kept.
-
-    A request asks for the key of its one token several times (rate limit, review cache): the
-    thread remembers the answer for that same string object until forget_token_key(), which the
-    decryptor calls when the request's attempt ends.
-    """
-    last = _last
-    if last.token is token:
-        return last.key
-    key = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
-    last.token, last.key = token, key
-    return key
-
-
-def forget_token_key() -> None:
-    """Drop this thread's remembered token (its request is over)."""
-    _last.token, _last.key = None, ""
+    """The cache and rate-limit key of a token: its SHA-256, so the token itself is never kept."""
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
 def token_expiry(token: str) -> float | None:

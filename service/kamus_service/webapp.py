@@ -57,23 +57,11 @@ class HttpMetrics:
             ["route"], registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )  # fmt: skip
-        # Labelled children by label values: finding one through labels() takes a lock and
-        # validates the values on every request. The label values are bounded (routes of the
-        # app, known methods, HTTP statuses), so these stay small.
-        self._counted: dict[tuple[str, str, str], Any] = {}
-        self._timed: dict[str, Any] = {}
 
     def observe(self, route: str, method: str, status: str, seconds: float) -> None:
         """Count one request and record its latency."""
-        key = (route, method, status)
-        counter = self._counted.get(key)
-        if counter is None:
-            counter = self._counted.setdefault(key, self.requests.labels(*key))
-        counter.inc()
-        timer = self._timed.get(route)
-        if timer is None:
-            timer = self._timed.setdefault(route, self.latency.labels(route))
-        timer.observe(seconds)
+        self.requests.labels(route, method, status).inc()
+        self.latency.labels(route).observe(seconds)
 
 
 class _NoSessions(SessionInterface):

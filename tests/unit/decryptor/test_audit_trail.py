@@ -8,7 +8,7 @@ import json
 import pytest
 
 from kamus_decryptor import audit
-from kamus_decryptor.audit import AuditTrail
+from kamus_decryptor.audit import AuditEvent, AuditTrail
 
 
 @pytest.fixture
@@ -28,9 +28,10 @@ def test_an_events_time_is_when_its_attempt_ended(
     ticks: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     trail = AuditTrail(b"k" * 32)
-    with trail.attempt("decrypt", "server-id", "10.0.0.1", "kamus-init",
-                       client_request_id="client-id") as event:  # fmt: skip
-        during = audit.timestamp()  # type: ignore[attr-defined]  # time passes meanwhile
+    event = AuditEvent("decrypt", "server-id", "10.0.0.1", "kamus-init",
+                       client_request_id="client-id")  # fmt: skip
+    during = audit.timestamp()  # type: ignore[attr-defined]  # time passes meanwhile
+    trail.emit(event, None)
     assert event.time > during == ticks[0]
     (line,) = [json.loads(raw) for raw in capsys.readouterr().out.splitlines()]
     assert (line["time"], line["request_id"], line["client_request_id"]) == (
