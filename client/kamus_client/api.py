@@ -11,7 +11,6 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 from urllib.parse import urlsplit
 
 from kamus_client import transport
@@ -24,6 +23,10 @@ from kamus_client.errors import (
     UnexpectedResponseError,
 )
 from kamus_client.pinning import pin_check, tls_context
+
+TYPE_CHECKING = False  # not typing's: see kamus_client.transport
+if TYPE_CHECKING:
+    from typing import Any
 
 ENCRYPT_PATH = "/api/v1/encrypt"
 DECRYPT_PATH = "/api/v1/decrypt"

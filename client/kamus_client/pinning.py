@@ -11,13 +11,14 @@ users' scripts keep working; the command warns that it is weak.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from kamus_client.errors import InputError, TLSError
-from kamus_client.transport import PeerCheck
 
+TYPE_CHECKING = False  # not typing's: see kamus_client.transport
 if TYPE_CHECKING:
     import ssl
+
+    from kamus_client.transport import PeerCheck
 
 _HEX_DIGITS = "0123456789abcdef"
 _SHA256_HEX_DIGITS = 64

@@ -21,8 +21,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
 from kamus_client.errors import (
@@ -33,8 +32,12 @@ from kamus_client.errors import (
     UnexpectedResponseError,
 )
 
+# typing, NamedTuple and dataclasses are left out of the modules kamus-init loads: together they
+# cost more at every pod start than kamus-init's own code (docs/PERFORMANCE.md, "Pod start").
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Callable
 
 MAX_HEAD_BYTES = 64 * 1024
 # Far above any Kamus answer (the services refuse request bodies above a few MiB), low enough that
@@ -44,12 +47,23 @@ _READ_SIZE = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
-class Origin(NamedTuple):
+class Origin:
     """Scheme, host and port of a server."""
 
-    scheme: str
-    host: str
-    port: int
+    __slots__ = ("host", "port", "scheme")
+
+    def __init__(self, scheme: str, host: str, port: int) -> None:
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Origin):
+            return NotImplemented
+        return (self.scheme, self.host, self.port) == (other.scheme, other.host, other.port)
+
+    def __hash__(self) -> int:
+        return hash((self.scheme, self.host, self.port))
 
     @classmethod
     def of(cls, url: str) -> Origin:
@@ -74,24 +88,31 @@ class Origin(NamedTuple):
         return f"{self.scheme}://{self.authority}"
 
 
-class Proxy(NamedTuple):
+class Proxy:
     """An http:// proxy and the Proxy-Authorization it wants, if any."""
 
-    origin: Origin
-    authorization: str | None = None
+    __slots__ = ("authorization", "origin")
+
+    def __init__(self, origin: Origin, authorization: str | None = None) -> None:
+        self.origin = origin
+        self.authorization = authorization
 
 
-class Response(NamedTuple):
+class Response:
     """A complete answer; header names are lower-case, repeated ones joined with ``", "``."""
 
-    status: int
-    reason: str
-    headers: Mapping[str, str]
-    body: bytes
+    __slots__ = ("body", "headers", "reason", "status")
+
+    def __init__(self, status: int, reason: str, headers: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
 
 
-# Called on the connected TLS socket before anything is sent (certificate pinning).
-PeerCheck = Callable[["ssl.SSLSocket"], None]
+if TYPE_CHECKING:
+    # Called on the connected TLS socket before anything is sent (certificate pinning).
+    PeerCheck = Callable[[ssl.SSLSocket], None]
 
 
 def post(

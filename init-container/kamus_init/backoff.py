@@ -7,24 +7,39 @@ timeouts) and a TooManyRequestsError (429). A ``Retry-After`` longer than the ba
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import NamedTuple, TypeVar
 
 from kamus_client.errors import ServerUnavailableError, TooManyRequestsError
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # not typing's: see kamus_client.transport
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 
-class Backoff(NamedTuple):
-    """Delays between attempts: ``initial * factor**n`` capped at ``maximum``, with jitter."""
+class Backoff:
+    """Delays between attempts: ``initial * factor**n`` capped at ``maximum``, with jitter.
 
-    initial: float = 0.5
-    factor: float = 2.0
-    maximum: float = 10.0
-    # A server asking for longer than this is not waited for beyond it.
-    max_retry_after: float = 30.0
-    # One attempt never waits longer than this, so a hung connection is retried.
-    attempt_timeout: float = 20.0
+    ``max_retry_after``: a server asking for longer is not waited for beyond it.
+    ``attempt_timeout``: one attempt never waits longer, so a hung connection is retried.
+    """
+
+    __slots__ = ("attempt_timeout", "factor", "initial", "max_retry_after", "maximum")
+
+    def __init__(
+        self,
+        initial: float = 0.5,
+        factor: float = 2.0,
+        maximum: float = 10.0,
+        max_retry_after: float = 30.0,
+        attempt_timeout: float = 20.0,
+    ) -> None:
+        self.initial = initial
+        self.factor = factor
+        self.maximum = maximum
+        self.max_retry_after = max_retry_after
+        self.attempt_timeout = attempt_timeout
 
     def delay(self, retry: int, retry_after: float | None, draw: Callable[[], float]) -> float:
         """Return seconds to wait before retry number ``retry`` (0-based); ``draw`` is in [0, 1)."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
 
 from kamus_client.errors import InputError
 from kamus_init.jsonvalues import compact_json, parsed_json, stringify_if_json
@@ -29,12 +28,23 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENV_BARE = re.compile(r"[A-Za-z0-9_@%+=:,./-]*")
 
 
-class OutputSpec(NamedTuple):
-    """What a format needs besides the plaintexts."""
+class OutputSpec:
+    """What a format needs besides the plaintexts.
 
-    file_name: str
-    template: TemplateFile | None = None
-    raw_cfg_values: bool = False  # Kamus's cfg: values written as they are, line breaks included
+    ``raw_cfg_values``: Kamus's cfg, values written as they are, line breaks included.
+    """
+
+    __slots__ = ("file_name", "raw_cfg_values", "template")
+
+    def __init__(
+        self,
+        file_name: str,
+        template: TemplateFile | None = None,
+        raw_cfg_values: bool = False,
+    ) -> None:
+        self.file_name = file_name
+        self.template = template
+        self.raw_cfg_values = raw_cfg_values
 
 
 Format = Callable[[Mapping[str, str], OutputSpec], dict[str, bytes]]

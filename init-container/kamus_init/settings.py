@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 from kamus_client import environment
 from kamus_client.api import parse_base_url
@@ -29,21 +28,52 @@ DEFAULT_FILE_MODE = 0o400
 DEFAULT_DEADLINE = 60.0
 
 
-class Settings(NamedTuple):
-    """Everything kamus-init needs, validated."""
+class Settings:
+    """Everything kamus-init needs, validated (a plain class: see kamus_client.transport)."""
 
-    encrypted_folders: tuple[Path, ...]
-    decrypted_path: Path
-    decrypted_file_name: str
-    output_format: str
-    file_mode: int
-    deadline: float
-    kamus_url: str
-    token_path: Path
-    encrypted_files: tuple[Path, ...] = ()
-    template: TemplateFile | None = None
-    ca_bundle: Path | None = None
-    raw_cfg_values: bool = False
+    __slots__ = (
+        "ca_bundle",
+        "deadline",
+        "decrypted_file_name",
+        "decrypted_path",
+        "encrypted_files",
+        "encrypted_folders",
+        "file_mode",
+        "kamus_url",
+        "output_format",
+        "raw_cfg_values",
+        "template",
+        "token_path",
+    )
+
+    def __init__(
+        self,
+        *,
+        encrypted_folders: tuple[Path, ...],
+        decrypted_path: Path,
+        decrypted_file_name: str,
+        output_format: str,
+        file_mode: int,
+        deadline: float,
+        kamus_url: str,
+        token_path: Path,
+        encrypted_files: tuple[Path, ...] = (),
+        template: TemplateFile | None = None,
+        ca_bundle: Path | None = None,
+        raw_cfg_values: bool = False,
+    ) -> None:
+        self.encrypted_folders = encrypted_folders
+        self.decrypted_path = decrypted_path
+        self.decrypted_file_name = decrypted_file_name
+        self.output_format = output_format
+        self.file_mode = file_mode
+        self.deadline = deadline
+        self.kamus_url = kamus_url
+        self.token_path = token_path
+        self.encrypted_files = encrypted_files
+        self.template = template
+        self.ca_bundle = ca_bundle
+        self.raw_cfg_values = raw_cfg_values
 
 
 def output_format(value: str) -> str:

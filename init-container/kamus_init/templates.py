@@ -16,12 +16,14 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
 
 from kamus_client.errors import InputError
 from kamus_init.jsonvalues import stringify_if_json
 
+TYPE_CHECKING = False  # not typing's: see kamus_client.transport
 if TYPE_CHECKING:
+    from typing import Any
+
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 # Jinja2 is imported only when a template is used: kamus-init's other formats, run at every pod

@@ -25,25 +25,17 @@ import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
-from enum import StrEnum
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
 
 from kamus_kms.errors import ConfigurationError, InvalidCiphertextError, KamusError
-from kamus_kms.provider import DataKey, KeyProvider
+from kamus_kms.provider import DataKey, KeyMode, KeyProvider
 from kamus_kms.scope import Scope
 from kamus_kms.singleflight import SingleFlight
 
 DATA_KEY_BYTES = 32
 _T = TypeVar("_T")
-
-
-class KeyMode(StrEnum):
-    """Which KMS key a scope uses."""
-
-    SHARED = "shared"
-    PER_SERVICE_ACCOUNT = "per-service-account"
 
 
 class RemoteKms(ABC):

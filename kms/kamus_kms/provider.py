@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kamus_kms.scope import Scope
+
+
+class KeyMode(StrEnum):
+    """Which KMS key a scope uses (remote providers; a setting of the services)."""
+
+    SHARED = "shared"
+    PER_SERVICE_ACCOUNT = "per-service-account"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,9 @@ the command line.
 
 from __future__ import annotations
 
+# Only settings here: gunicorn's master loads this module before the worker class prepares the
+# metrics folder, and prometheus_client chooses per-process or shared values when first imported
+# (tests/unit/service/test_gunicorn_conf.py).
 from kamus_service.settings import exit_on_configuration_error, setting
 
 bind = ["0.0.0.0:8080"]

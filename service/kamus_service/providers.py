@@ -11,9 +11,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from kamus_kms.envelope import EnvelopeProvider, KeyMode, KmsMetrics, RemoteKms
+from kamus_kms.envelope import EnvelopeProvider, KmsMetrics, RemoteKms
 from kamus_kms.errors import ConfigurationError
-from kamus_kms.provider import KeyProvider
+from kamus_kms.provider import KeyMode, KeyProvider
 from kamus_kms.sealer import Sealer
 from kamus_service.keys import local_provider
 from kamus_service.settings import Settings

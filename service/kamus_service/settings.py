@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from kamus_client import environment
 from kamus_client.errors import InputError
-from kamus_kms.envelope import KeyMode
 from kamus_kms.errors import ConfigurationError
+from kamus_kms.provider import KeyMode
 
 PREFIX = "KAMUS_"
 # What each remote provider cannot start without (besides the key mode's own needs).

@@ -7,8 +7,8 @@ from kms_backend import REMOTE_BACKENDS, Backend
 from prometheus_client import CollectorRegistry
 
 from kamus_kms.ciphertext import Ciphertext
-from kamus_kms.envelope import KeyMode
 from kamus_kms.errors import InvalidCiphertextError, ScopeMismatchError, UnavailableError
+from kamus_kms.provider import KeyMode
 from kamus_kms.scope import Scope
 from kamus_kms.sealer import Sealer
 

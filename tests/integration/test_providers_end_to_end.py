@@ -14,7 +14,7 @@ import requests
 from gunicorn_process import Service, base_environment, gunicorn
 from kms_backend import REMOTE_BACKENDS, Backend
 
-from kamus_kms.envelope import KeyMode
+from kamus_kms.provider import KeyMode
 
 TokenFactory = Callable[..., str]
 CASES = [(b, m) for b in REMOTE_BACKENDS for m in KeyMode]

@@ -25,8 +25,7 @@ from moto.server import ThreadedMotoServer
 from prometheus_client import CollectorRegistry
 
 from kamus_kms.ciphertext import Ciphertext
-from kamus_kms.envelope import KeyMode
-from kamus_kms.provider import KeyProvider
+from kamus_kms.provider import KeyMode, KeyProvider
 from kamus_kms.providers.aws import ALIAS_TAG, CONTEXT_KEY, MANAGED_TAG, AwsKms
 
 REGION = "eu-west-1"

@@ -16,8 +16,7 @@ from kms_backend import envelope_provider, key_mode_env
 from prometheus_client import CollectorRegistry
 
 from kamus_kms.ciphertext import Ciphertext
-from kamus_kms.envelope import KeyMode
-from kamus_kms.provider import KeyProvider
+from kamus_kms.provider import KeyMode, KeyProvider
 from kamus_kms.providers.gcp import GcpKms
 
 KEY_RING = "projects/kamus-test/locations/global/keyRings/kamus"

@@ -9,9 +9,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from kamus_kms.ciphertext import Ciphertext
-from kamus_kms.envelope import KeyMode
 from kamus_kms.keyring import Keyring
-from kamus_kms.provider import KeyProvider
+from kamus_kms.provider import KeyMode, KeyProvider
 from kamus_kms.providers.local import LocalKeyringProvider
 
 

@@ -22,8 +22,7 @@ from kms_backend import envelope_provider, key_mode_env
 from prometheus_client import CollectorRegistry
 
 from kamus_kms.ciphertext import Ciphertext
-from kamus_kms.envelope import KeyMode
-from kamus_kms.provider import KeyProvider
+from kamus_kms.provider import KeyMode, KeyProvider
 from kamus_kms.providers.pkcs11 import Pkcs11Kms, wrapped_key_version
 
 LIBRARY_PATHS = (

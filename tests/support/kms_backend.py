@@ -12,8 +12,8 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
-from kamus_kms.envelope import EnvelopeProvider, KeyMode, KmsMetrics, RemoteKms
-from kamus_kms.provider import KeyProvider
+from kamus_kms.envelope import EnvelopeProvider, KmsMetrics, RemoteKms
+from kamus_kms.provider import KeyMode, KeyProvider
 
 BACKENDS = ("local", "gcp", "aws", "pkcs11", "vault")
 REMOTE_BACKENDS = BACKENDS[1:]

@@ -7,8 +7,9 @@ from fake_kms import FakeKms
 from prometheus_client import CollectorRegistry
 
 from kamus_kms.ciphertext import Ciphertext
-from kamus_kms.envelope import EnvelopeProvider, KeyMode, KmsMetrics, service_account_key_name
+from kamus_kms.envelope import EnvelopeProvider, KmsMetrics, service_account_key_name
 from kamus_kms.errors import ConfigurationError, InvalidCiphertextError, UnavailableError
+from kamus_kms.provider import KeyMode
 from kamus_kms.scope import Scope
 from kamus_kms.sealer import Sealer
 

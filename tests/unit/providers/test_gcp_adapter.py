@@ -18,8 +18,9 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import kms_v1
 from prometheus_client import CollectorRegistry
 
-from kamus_kms.envelope import EnvelopeProvider, KeyMode
+from kamus_kms.envelope import EnvelopeProvider
 from kamus_kms.errors import ConfigurationError, InvalidCiphertextError, UnavailableError
+from kamus_kms.provider import KeyMode
 from kamus_kms.providers import gcp
 from kamus_kms.providers.gcp import GcpKms
 from kamus_kms.scope import Scope

@@ -15,8 +15,8 @@ from kms_backend import Backend
 from prometheus_client import CollectorRegistry
 
 from kamus_kms.ciphertext import Ciphertext
-from kamus_kms.envelope import KeyMode
 from kamus_kms.errors import ConfigurationError, InvalidCiphertextError, UnavailableError
+from kamus_kms.provider import KeyMode
 from kamus_kms.providers.pkcs11 import AES_GCM_TAG, Pkcs11Kms, WrappedKey, wrapped_key_version
 from kamus_kms.scope import Scope
 from kamus_kms.sealer import Sealer

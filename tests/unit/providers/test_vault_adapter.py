@@ -16,8 +16,8 @@ from backend_vault import MOUNT, POLICY, SHARED_KEY, VaultBackend, running
 from kms_backend import Backend
 from prometheus_client import CollectorRegistry
 
-from kamus_kms.envelope import KeyMode
 from kamus_kms.errors import InvalidCiphertextError, UnavailableError
+from kamus_kms.provider import KeyMode
 from kamus_kms.providers.vault import VaultTransitKms
 from kamus_kms.scope import Scope
 from kamus_kms.sealer import Sealer
