@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -29,10 +30,39 @@ import tempfile
 import time
 from pathlib import Path
 
+import requests
 from harness import ROOT, local_kamus, save
 
 CACHE = Path.home() / ".cache" / "kamus-bench"
 FLOOR = "import argparse, json, pathlib, socket"
+
+
+def baseline_venv(revision: str) -> Path:
+    """A venv with kamus-init as ``revision`` of the repository installed it (git archive)."""
+    commit = subprocess.run(  # noqa: S603
+        ["git", "-C", str(ROOT), "rev-parse", revision],  # noqa: S607
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    venv = CACHE / f"init-at-{commit[:12]}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"building {venv} (kamus-init as of {revision})", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # noqa: S603
+        with tempfile.TemporaryDirectory() as copy:
+            archive = subprocess.run(  # noqa: S603
+                ["git", "-C", str(ROOT), "archive", commit],  # noqa: S607
+                check=True, capture_output=True,
+            ).stdout  # fmt: skip
+            subprocess.run(["tar", "-x", "-C", copy], input=archive, check=True)  # noqa: S603, S607
+            # Before the components were distributions, every image installed the whole repository.
+            split = (Path(copy) / "client" / "pyproject.toml").exists()
+            targets = ["./client", "./init-container"] if split else ["."]
+            subprocess.run(  # noqa: S603
+                [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                 *targets],
+                check=True, cwd=copy,
+            )  # fmt: skip
+    return venv
 
 
 def image_venv() -> Path:
@@ -73,10 +103,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=31)
     parser.add_argument("--secrets", type=int, default=10)
+    parser.add_argument(
+        "--baseline",
+        metavar="REVISION",
+        help="also time kamus-init as this git revision installed it (e.g. df5f27a, before #13)",
+    )
     args = parser.parse_args()
+    baseline = baseline_venv(args.baseline) if args.baseline else None
     venv = image_venv()
     python = str(venv / "bin" / "python")
-    kamus_init = str(venv / "bin" / "kamus-init")
     base_env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
     # The init container writes into an emptyDir of medium Memory: a tmpfs, as /dev/shm is.
     with (
@@ -89,25 +124,61 @@ def main() -> None:
         for number in range(args.secrets):
             ciphertext = kamus.encrypt(f"value-{number}-" + "x" * 40, "bench", "app")
             (encrypted / f"secret-{number}").write_text(ciphertext)
+        items = {path.name: path.read_text() for path in encrypted.iterdir()}
         timings: dict[str, list[float]] = {
             "python -c pass": [],
             "stdlib floor": [],
             "files": [],
             "json": [],
+            "decryptor answer": [],
         }
+        if baseline is not None:
+            timings[f"json at {args.baseline}"] = []
+        order = random.Random(13)  # noqa: S311 - the order of cases, not a secret
         for run in range(args.runs + 1):  # the first round warms caches and is not counted
-            token_file = work / f"token-{run}"
-            token_file.write_text(kamus.token("bench", "app", pod=f"pod-{run}"))
-            env = {**base_env, "KAMUS_URL": kamus.decryptor.url, "TOKEN_FILE_PATH": str(token_file)}
-            samples = {
-                "python -c pass": timed([python, "-c", "pass"], base_env),
+
+            def init(output_format: str, venv: Path = venv, run: int = run) -> list[str]:
+                return [str(venv / "bin" / "kamus-init"), "-e", str(encrypted),
+                        "-d", str(work / f"{output_format}-{venv.name}-{run}"),
+                        "-f", output_format]  # fmt: skip
+
+            def env_for(case: str, venv: Path = venv, run: int = run) -> dict[str, str]:
+                # Every kamus-init is a new pod: a token the decryptor has never reviewed.
+                token_file = work / f"token-{case.replace(' ', '-')}-{run}"
+                token_file.write_text(kamus.token("bench", "app", pod=f"{token_file.name}"))
+                return {
+                    **base_env,
+                    "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+                    "KAMUS_URL": kamus.decryptor.url,
+                    "TOKEN_FILE_PATH": str(token_file),
+                }
+
+            cases: dict[str, tuple[list[str], dict[str, str]]] = {
+                "python -c pass": ([python, "-c", "pass"], base_env),
                 # What any Python program with kamus-init's job loads: flags, JSON, sockets, paths.
-                "stdlib floor": timed([python, "-c", FLOOR], base_env),
-                "files": timed([kamus_init, "-e", str(encrypted), "-d", str(work / f"f{run}"),
-                                "-f", "files"], env),
-                "json": timed([kamus_init, "-e", str(encrypted), "-d", str(work / f"j{run}"),
-                               "-f", "json"], env),
-            }  # fmt: skip
+                "stdlib floor": ([python, "-c", FLOOR], base_env),
+                "files": (init("files"), env_for("files")),
+                "json": (init("json"), env_for("json")),
+            }
+            if baseline is not None:
+                name = f"json at {args.baseline}"
+                cases[name] = (init("json", baseline), env_for(name, baseline))
+            # A shuffled order each round: no case always follows another.
+            names = list(cases)
+            order.shuffle(names)
+            samples = {name: timed(*cases[name]) for name in names}
+            # The decryptor's share: the same batch with another new pod's token, sent from this
+            # process (no interpreter start, no imports): what no client can make faster.
+            answer_token = kamus.token("bench", "app", pod=f"answer-{run}")
+            started = time.perf_counter()
+            answered = requests.post(
+                f"{kamus.decryptor.url}/api/v1/decrypt/batch",
+                json={"items": items},
+                headers={"Authorization": f"Bearer {answer_token}"},
+                timeout=30,
+            )
+            samples["decryptor answer"] = time.perf_counter() - started
+            answered.raise_for_status()
             if run:
                 for name, seconds in samples.items():
                     timings[name].append(seconds)
@@ -127,7 +198,10 @@ def main() -> None:
     }
     for name, value in medians.items():
         ratio = "" if name == "python -c pass" else f"  ({value / bare:.2f}x bare Python)"
-        print(f"{name:16s} median {value:6.1f} ms{ratio}")
+        print(f"{name:20s} median {value:6.1f} ms{ratio}")
+    own = (medians["json"] - medians["decryptor answer"]) / bare
+    print(f"kamus-init -f json without the decryptor's share: {own:.2f}x bare Python")
+    results["json_without_decryptor_answer_ratio"] = round(own, 2)
     print(f"wrote {save('init_start', results)}")
 
 
