@@ -3,14 +3,17 @@ virtual environment, and the size of what it installed.
 
     .venv/bin/python bench/image_contents.py
 
+    .venv/bin/python bench/image_contents.py --baseline df5f27a   # and as that revision did
+
 For each image: the distributions installed (with versions) and the size of site-packages
-(``du``). "Everything" is what every image installed before the components became distributions
-of their own: all of them, with every provider extra. Writes bench/results/image_contents.json and
-prints a Markdown table for docs/DEPLOY.md.
+(``du``). With ``--baseline``, each Dockerfile of that revision is measured the same way, from a
+``git archive`` of it. Writes bench/results/image_contents.json and prints a Markdown table for
+docs/DEPLOY.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shlex
@@ -23,13 +26,11 @@ from pathlib import Path
 from harness import ROOT, save
 
 IMAGES = ("init-container", "cli", "encryptor", "decryptor")
-EVERYTHING = ['"./kms[gcp,aws,pkcs11,vault]"', "./client", "./service", "./encryptor",
-              "./decryptor", "./init-container", "./cli[kubernetes]", "./devtools"]  # fmt: skip
 
 
-def install_line(component: str) -> list[str]:
+def install_line(component: str, tree: Path = ROOT) -> list[str]:
     """The targets of the Dockerfile's ``pip install``, as written."""
-    dockerfile = (ROOT / component / "Dockerfile").read_text("utf-8")
+    dockerfile = (tree / component / "Dockerfile").read_text("utf-8")
     found = re.search(r"RUN pip install --no-cache-dir --prefix=/install (.+)", dockerfile)
     assert found is not None, component
     return found.group(1).split()
@@ -73,6 +74,9 @@ def measure(targets: list[str], work: Path) -> dict[str, object]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", metavar="REVISION", help="also measure this git revision")
+    args = parser.parse_args()
     results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="kamus-images-") as scratch:
         work = Path(scratch)
@@ -82,8 +86,22 @@ def main() -> None:
         for image in IMAGES:
             print(f"measuring {image} ...", flush=True)
             results[image] = {"install": install_line(image), **measure(install_line(image), work)}
-        print("measuring everything ...", flush=True)
-        results["everything"] = {"install": EVERYTHING, **measure(EVERYTHING, work)}
+        if args.baseline:
+            shutil.rmtree(work / "src")
+            (work / "src").mkdir()
+            archive = subprocess.run(  # noqa: S603
+                ["git", "-C", str(ROOT), "archive", args.baseline],  # noqa: S607
+                check=True, capture_output=True,
+            ).stdout  # fmt: skip
+            subprocess.run(  # noqa: S603
+                ["tar", "-x", "-C", str(work / "src")],  # noqa: S607
+                input=archive,
+                check=True,
+            )
+            for image in IMAGES:
+                print(f"measuring {image} at {args.baseline} ...", flush=True)
+                line = install_line(image, work / "src")
+                results[f"{image} at {args.baseline}"] = {"install": line, **measure(line, work)}
     print("\n| image | installs | site-packages | distributions |\n|---|---|---|---|")
     for image, found in results.items():
         kib = int(found["kib"])  # type: ignore[call-overload]
