@@ -1,7 +1,7 @@
 """Building the configured key provider, and the sealer over it, from settings.
 
-Remote adapters live in optional extras (`kamus[gcp]`, `kamus[aws]`, `kamus[pkcs11]`,
-`kamus[vault]`) and are imported only when selected.
+Remote adapters live in optional extras (`kamus-kms[gcp]`, `kamus-kms[aws]`, `kamus-kms[pkcs11]`,
+`kamus-kms[vault]`) and are imported only when selected.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _adapter(module: str, cls: str, extra: str, **options: Any) -> RemoteKms:
         adapter: type[RemoteKms] = getattr(importlib.import_module(module), cls)
     except ImportError as exc:
         raise ConfigurationError(
-            f"the {extra} provider needs its extra: pip install 'kamus[{extra}]' ({exc.name} "
+            f"the {extra} provider needs its extra: pip install 'kamus-kms[{extra}]' ({exc.name} "
             "is missing)"
         ) from exc
     return adapter(**options)

@@ -410,5 +410,5 @@ def test_without_boto3_the_module_raises_import_error_and_settings_name_the_extr
     with pytest.raises(ImportError):
         importlib.import_module("kamus_kms.providers.aws")
     settings = Settings(service="encryptor", provider=Provider.AWS, aws_region=REGION)
-    with pytest.raises(ConfigurationError, match=r"pip install 'kamus\[aws\]'"):
+    with pytest.raises(ConfigurationError, match=r"pip install 'kamus-kms\[aws\]'"):
         remote_kms(settings)

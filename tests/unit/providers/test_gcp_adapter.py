@@ -358,5 +358,5 @@ def test_without_the_sdk_the_module_raises_import_error_and_settings_name_the_ex
     with pytest.raises(ImportError):
         importlib.import_module("kamus_kms.providers.gcp")
     settings = Settings(service="encryptor", provider=Provider.GCP, gcp_key_ring=KEY_RING)
-    with pytest.raises(ConfigurationError, match=r"pip install 'kamus\[gcp\]'"):
+    with pytest.raises(ConfigurationError, match=r"pip install 'kamus-kms\[gcp\]'"):
         remote_kms(settings)

@@ -245,7 +245,7 @@ def test_without_python_pkcs11_the_module_raises_import_error(
         service="encryptor", provider=Provider.PKCS11, pkcs11_library=Path(backend.library),
         pkcs11_token_label=TOKEN_LABEL, pkcs11_pin=USER_PIN,
     )  # fmt: skip
-    with pytest.raises(ConfigurationError, match=r"pip install 'kamus\[pkcs11\]'"):
+    with pytest.raises(ConfigurationError, match=r"pip install 'kamus-kms\[pkcs11\]'"):
         remote_kms(settings)
 
 

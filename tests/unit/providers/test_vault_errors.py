@@ -86,7 +86,7 @@ def test_without_hvac_the_module_raises_importerror_and_settings_name_the_extra(
             "KAMUS_KMS_KEY": "k",
         },
     )
-    with pytest.raises(ConfigurationError, match=r"pip install 'kamus\[vault\]'"):
+    with pytest.raises(ConfigurationError, match=r"pip install 'kamus-kms\[vault\]'"):
         remote_kms(settings)
 
 
