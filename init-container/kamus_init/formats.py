@@ -71,7 +71,11 @@ def render_files(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, b
 
 
 def render_json(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, bytes]:
-    """Kamus's json.ejs layout: ``{ `` line, one ``    "name":value ,`` line per item, ``}``."""
+    """Kamus's json.ejs layout: ``{ `` line, one ``    "name":value,`` line per item, ``}``.
+
+    As the last Kamus releases (1.3.0 to 1.4.3) write it: a comma right after each value but the
+    last (releases up to 1.2.0 wrote `` ,``).
+    """
     lines = []
     for index, (name, plaintext) in enumerate(plaintexts.items()):
         ok, value = parsed_json(plaintext)
@@ -82,7 +86,7 @@ def render_json(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, by
             if ok and isinstance(value, dict | list)
             else compact_json(plaintext)
         )
-        separator = " ," if index < len(plaintexts) - 1 else ""
+        separator = "," if index < len(plaintexts) - 1 else ""
         lines.append(f"    {compact_json(name)}:{text}{separator}\n")
     return _single(spec, "{ \n" + "".join(lines) + "}")
 

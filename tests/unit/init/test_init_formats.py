@@ -60,6 +60,13 @@ def test_format_writes_the_bytes_of_kamus_expected_output(
     assert files == {"out": (KAMUS / expected).read_bytes()}
 
 
+def test_the_older_kamus_json_layout_parses_to_the_same_document() -> None:
+    ours = render_json(kamus_items("key.json", "key1", "key2"), OutputSpec(file_name="out"))
+    older = (KAMUS / "expected-1.2.json").read_bytes()
+    assert ours["out"] != older
+    assert json.loads(ours["out"]) == json.loads(older)
+
+
 def test_files_format_compacts_json_plaintexts_like_kamus_and_keeps_others_exact() -> None:
     plaintexts = {"key.json": KAMUS_PLAINTEXTS["key.json"], "pem": "-----BEGIN-----\nAA==\n"}
 
@@ -96,7 +103,7 @@ def test_json_format_escapes_what_kamus_left_raw_and_stays_valid_json() -> None:
     text = render_json(plaintexts, OutputSpec(file_name="out"))["out"].decode()
 
     assert text == (
-        '{ \n    "quote":"say \\"hi\\"\\n" ,\n    "number":"1.50" ,\n    "null":"null" ,\n'
+        '{ \n    "quote":"say \\"hi\\"\\n",\n    "number":"1.50",\n    "null":"null",\n'
         '    "unicode":"pässwörd"\n}'
     )
     assert json.loads(text) == plaintexts
@@ -219,7 +226,7 @@ def test_yaml_format_keeps_every_value_a_string_and_round_trips() -> None:
         ("cfg", "config.cfg", 'api.key=abc-SENTINEL\nkey.json={"a":1}\n'),
         ("cfg-strict", "config.cfg", 'api.key="abc-SENTINEL"\nkey.json={"a":1}\n'),
         ("yaml", "config.yaml", "api.key: abc-SENTINEL\nkey.json: '{\"a\": 1}'\n"),
-        ("json", "config.json", '{ \n    "api.key":"abc-SENTINEL" ,\n    "key.json":{"a":1}\n}'),
+        ("json", "config.json", '{ \n    "api.key":"abc-SENTINEL",\n    "key.json":{"a":1}\n}'),
     ],
 )
 def test_single_file_formats_write_their_default_file_with_mode_0400(
