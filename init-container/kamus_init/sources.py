@@ -18,7 +18,9 @@ def read_ciphertexts(
     encrypted_files: Sequence[Path] = (),
     skip: Collection[Path] = (),
 ) -> dict[str, str]:
-    """Return ``{name: ciphertext}`` from ``folders`` and ``encrypted_files``; InputError else.
+    """Return ``{name: ciphertext}`` from ``folders`` and ``encrypted_files``, in Kamus's order
+    (:func:`kamus_order`: folders as given, files sorted within each, maps in their own order);
+    InputError else.
 
     In folders, hidden entries are skipped: a ConfigMap mount holds its keys as symlinks into a
     hidden ``..data`` directory next to hidden timestamped directories. Symlinks are followed,
@@ -59,8 +61,34 @@ def read_ciphertexts(
     if not found:
         listed = ", ".join(str(place) for place in (*folders, *encrypted_files))
         raise InputError(f"no ciphertext found in {listed}")
-    # Name order, whatever the source: the single-file formats write items in this order.
-    return dict(sorted(found.items()))
+    return kamus_order(found)
+
+
+# The largest array index of JavaScript (2**32 - 2): names up to it that are canonical integers
+# are "integer-like" keys, which a JavaScript object lists first.
+_MAX_ARRAY_INDEX = 2**32 - 2
+
+
+def _array_index(name: str) -> int | None:
+    if not name.isascii() or not name.isdigit() or (name != "0" and name.startswith("0")):
+        return None
+    value = int(name)
+    return value if value <= _MAX_ARRAY_INDEX else None
+
+
+def kamus_order(items: dict[str, str]) -> dict[str, str]:
+    """``items`` in the order Kamus's init container wrote them, which the single-file formats
+    (json, cfg, cfg-strict, env, yaml, template) follow.
+
+    Kamus gathered the names into a JavaScript object, folder after folder as given to ``-e``,
+    each folder's files in sorted order; a JavaScript object lists integer-like names
+    (``"0"``, ``"10"``; not ``"010"``) first, in numeric order, then the others in the order they
+    were added. ``items`` comes in that adding order.
+    """
+    numeric = sorted((index, name) for name in items if (index := _array_index(name)) is not None)
+    ordered = [name for _, name in numeric]
+    ordered += [name for name in items if _array_index(name) is None]
+    return {name: items[name] for name in ordered}
 
 
 def read_encrypted_file(path: Path) -> dict[str, str]:

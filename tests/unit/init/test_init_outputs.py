@@ -55,9 +55,7 @@ def test_json_output_is_laid_out_like_kamus_nests_objects_and_escapes_strings(
     assert main(["-e", str(folder), "-d", str(decrypted), "-n", "app.json"], environ) == 0
 
     text = (decrypted / "app.json").read_text()
-    assert (
-        text == '{ \n    "key.json":{"secret_key":"secret_value"},\n    "key1":"say \\"hi\\""\n}'
-    )
+    assert text == '{ \n    "key.json":{"secret_key":"secret_value"},\n    "key1":"say \\"hi\\""\n}'
     assert json.loads(text) == {"key.json": {"secret_key": "secret_value"}, "key1": 'say "hi"'}
 
 

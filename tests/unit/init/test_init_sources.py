@@ -152,3 +152,38 @@ def test_encrypted_file_alone_drives_a_whole_run(
 
     assert decryptor.requests[0].body == {"items": {"DB_PASSWORD": f"{PREFIX}hunter2-SENTINEL"}}
     assert (decrypted / "config.env").read_text() == "DB_PASSWORD=hunter2-SENTINEL\n"
+
+
+def test_items_come_in_kamus_order_folders_as_given_files_sorted_within(tmp_path: Path) -> None:
+    late = configmap_folder(tmp_path / "late", {"zeta": PREFIX + "z", "beta": PREFIX + "b"})
+    early = configmap_folder(tmp_path / "early", {"alpha": PREFIX + "a"})
+
+    # Kamus gave zeta, alpha for `-e late,early`: folder order first, then sorted files.
+    assert list(read_ciphertexts([late, early])) == ["beta", "zeta", "alpha"]
+
+
+def test_integer_like_names_come_first_in_numeric_order_as_in_a_javascript_object(
+    tmp_path: Path,
+) -> None:
+    names = ["a", "10", "9", "010", "4294967294", "4294967295", "-1", "1.5", "0"]
+    folder = configmap_folder(tmp_path / "cm", {name: PREFIX + name for name in names})
+
+    # Array indices (canonical integers up to 2**32 - 2) first by value; the rest as added.
+    assert list(read_ciphertexts([folder])) == [
+        "0", "9", "10", "4294967294",
+        "-1", "010", "1.5", "4294967295", "a",
+    ]  # fmt: skip
+
+
+def test_the_json_output_follows_kamus_order_end_to_end(
+    tmp_path: Path, decrypted: Path, environ: dict[str, str], decryptor: CannedServer
+) -> None:
+    late = configmap_folder(tmp_path / "late", {"zeta": PREFIX + "z", "10": PREFIX + "t"})
+    early = configmap_folder(tmp_path / "early", {"alpha": PREFIX + "a", "9": PREFIX + "n"})
+
+    argv = ["-e", f"{late},{early}", "-d", str(decrypted), "-f", "json"]
+    assert main(argv, environ) == 0
+
+    text = (decrypted / "config.json").read_text()
+    positions = [text.index(f'"{name}":') for name in ("9", "10", "zeta", "alpha")]
+    assert positions == sorted(positions)
