@@ -27,6 +27,17 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 _COMMON_PATHS: dict[str, Any] = {
+    "/": {
+        "get": {
+            "summary": "Kamus's welcome",
+            "responses": {
+                "200": {
+                    "description": "The text `welcome`",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
     "/api/v1/isAlive": {
         "get": {
             "summary": "Liveness, Kamus-compatible",

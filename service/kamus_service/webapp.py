@@ -188,9 +188,15 @@ def new_app(
     )
     register_error_handlers(app)
 
+    # Kamus's own answers, byte for byte (ASP.NET Core's): a JSON `true` without a line break,
+    # and the plain-text welcome at the root.
     @app.get("/api/v1/isAlive")
     def is_alive() -> Response:
-        return jsonify(True)
+        return Response("true", content_type="application/json; charset=utf-8")
+
+    @app.get("/")
+    def welcome() -> Response:
+        return Response("welcome", content_type="text/plain; charset=utf-8")
 
     @app.get("/healthz")
     def healthz() -> Response:

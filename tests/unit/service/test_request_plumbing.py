@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from flask import Flask
 from prometheus_client import CollectorRegistry
+from reviewer_double import StaticReviewer
 
+from kamus_decryptor import create_app as decryptor_app
 from kamus_encryptor import create_app
 from kamus_kms.keyring import Keyring
 from kamus_service import logs
@@ -106,3 +108,20 @@ def test_timestamps_are_iso_8601_utc_with_milliseconds(
     expected = expected.replace(microsecond=expected.microsecond // 1000 * 1000)
     assert datetime.fromisoformat(logs.timestamp()) == expected
     assert logs.timestamp().endswith("+00:00")
+
+
+@pytest.mark.parametrize("service", ["encryptor", "decryptor"])
+def test_kamus_monitoring_answers_are_byte_for_byte_kamus(service: str, keyring: Keyring) -> None:
+    """Kamus's ASP.NET Core answered `true` (JSON, no line break) and `welcome` (plain text)."""
+    if service == "encryptor":
+        app = create_app(Settings(service="encryptor", keyring=keyring.to_json()))
+    else:
+        settings = Settings(service="decryptor", keyring=keyring.to_json(), audit_key=b"k" * 32)
+        app = decryptor_app(settings, reviewer=StaticReviewer())
+    client = app.test_client()
+    alive = client.get("/api/v1/isAlive")
+    assert (alive.status_code, alive.data) == (200, b"true")
+    assert alive.headers["Content-Type"] == "application/json; charset=utf-8"
+    root = client.get("/")
+    assert (root.status_code, root.data) == (200, b"welcome")
+    assert root.headers["Content-Type"] == "text/plain; charset=utf-8"
