@@ -30,12 +30,22 @@ from kamus_kms.scope import Scope
 PROVIDER_NAME = "kamus-legacy"
 _FORMAT = re.compile(r"[A-Za-z0-9+/]+={0,2}:[A-Za-z0-9+/]+={0,2}")
 _MAX_CHARS = 1 << 20
+# .NET's Convert.FromBase64String, which Kamus used for its keys and ciphertexts, skips these
+# anywhere in its input; texts and keys that worked with Kamus must work here.
+_DOTNET_WHITESPACE = str.maketrans("", "", " \t\r\n")
+
+
+def dotnet_base64(text: str) -> bytes:
+    """Decode base64 as .NET's Convert.FromBase64String does: space, tab, CR and LF ignored
+    anywhere, everything else strict; binascii.Error otherwise."""
+    return base64.b64decode(text.translate(_DOTNET_WHITESPACE), validate=True)
 
 
 def is_legacy(text: str) -> bool:
-    """True when `text` has the shape of an original Kamus ciphertext."""
-    stripped = text.strip(" \t\r\n")
-    return len(stripped) <= _MAX_CHARS and _FORMAT.fullmatch(stripped) is not None
+    """True when `text` has the shape of an original Kamus ciphertext (white space ignored)."""
+    if len(text) > _MAX_CHARS:
+        return False
+    return _FORMAT.fullmatch(text.translate(_DOTNET_WHITESPACE)) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +60,10 @@ class LegacyCiphertext:
         """Parse `iv:ciphertext`; InvalidCiphertextError for anything else."""
         if not is_legacy(text):
             raise InvalidCiphertextError
-        iv_text, sealed_text = text.strip(" \t\r\n").split(":")
+        iv_text, sealed_text = text.split(":")
         try:
-            iv = base64.b64decode(iv_text, validate=True)
-            sealed = base64.b64decode(sealed_text, validate=True)
+            iv = dotnet_base64(iv_text)
+            sealed = dotnet_base64(sealed_text)
         except binascii.Error as exc:
             raise InvalidCiphertextError from exc
         if len(iv) != 16 or not sealed or len(sealed) % 16:

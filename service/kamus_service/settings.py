@@ -22,6 +22,7 @@ from typing import Any, Literal
 from kamus_client import environment
 from kamus_client.errors import InputError
 from kamus_kms.errors import ConfigurationError
+from kamus_kms.legacy import dotnet_base64
 from kamus_kms.provider import KeyMode
 
 PREFIX = "KAMUS_"
@@ -86,6 +87,17 @@ def _cluster_name(text: str) -> str:
 
 def _audiences(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _legacy_key(text: str) -> bytes:
+    # Kamus read its key with .NET's base64 decoder, which skips white space anywhere in it.
+    try:
+        key = dotnet_base64(text)
+    except binascii.Error as exc:
+        raise ValueError("must be base64") from exc
+    if len(key) < 32:
+        raise ValueError("must hold at least 32 bytes")
+    return key
 
 
 def _base64_key(text: str) -> bytes:
@@ -370,7 +382,7 @@ class Settings:
         "decryptor also opens Kamus `iv:ciphertext` texts for the caller's own scope, counted in "
         "a metric; `rewrap` turns them into v1. Unset once migrated "
         "([docs/MIGRATING.md](docs/MIGRATING.md)).",
-        parse=_base64_key,
+        parse=_legacy_key,
         services=DECRYPTOR,
         secret=True,
     )

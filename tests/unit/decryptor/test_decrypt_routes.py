@@ -327,6 +327,15 @@ def test_legacy_kamus_ciphertexts_decrypt_only_when_the_operator_configured_the_
     assert "kamus_legacy_ciphertexts_opened_total 1.0" in metrics
 
 
+def test_a_legacy_text_with_white_space_in_its_base64_decrypts_as_in_kamus(
+    legacy_client: FlaskClient,
+) -> None:
+    # .NET's base64 decoder skipped white space: a text wrapped or indented in a manifest opened.
+    body = {"data": "C4gChhspnTa5yVqY\n  mSitrg==:tr0Ke6OGUaUa8KZg MJg14g=="}
+    response = legacy_client.post("/api/v1/decrypt", json=body, headers=_bearer(TOKEN_A))
+    assert (response.status_code, response.get_data()) == (200, b"hello")
+
+
 def test_rewrap_turns_a_legacy_ciphertext_into_v1_for_the_callers_scope(
     legacy_client: FlaskClient, keyring: Keyring, team_a_app: Scope
 ) -> None:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from kamus_kms.errors import ConfigurationError, InvalidCiphertextError
 from kamus_kms.legacy import LegacyCiphertext, LegacyKamusKey, is_legacy
 from kamus_kms.scope import Scope
+from kamus_service.settings import load_settings
 
 KAMUS_KEY = base64.b64decode("tWG4dk8ARsETnFL3jCf1xtMVe05imlx9vimER7iky2s=")
 KAMUS_VECTOR = "C4gChhspnTa5yVqYmSitrg==:tr0Ke6OGUaUa8KZgMJg14g=="
@@ -46,6 +47,34 @@ def test_per_service_account_keys_follow_kamus_derivation() -> None:
     key = LegacyKamusKey(KAMUS_KEY, derive_per_service_account=True)
     assert key.open(LegacyCiphertext.parse(text), scope) == "pässwörd".encode()
     assert _open_or_none(key, text, Scope("team-a", "other")) != "pässwörd".encode()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "C4gChhspnTa5yVqYmSitrg== : tr0Ke6OGUaUa8KZgMJg14g==",
+        "C4gChhsp nTa5yVqY\tmSitrg==:tr0Ke6OGUaUa8KZg\r\nMJg14g==",
+        "\nC4gChhspnTa5yVqYmSitrg==:tr0Ke6OGUaUa8KZgMJg14g = =\n",
+    ],
+    ids=["around-colon", "inside", "padding"],
+)
+def test_white_space_in_a_kamus_text_is_ignored_as_dotnet_did(text: str) -> None:
+    key = LegacyKamusKey(KAMUS_KEY, derive_per_service_account=False)
+    assert is_legacy(text)
+    assert key.open(LegacyCiphertext.parse(text), Scope("any", "one")) == b"hello"
+
+
+def test_a_kamus_key_with_white_space_is_read_as_dotnet_read_it() -> None:
+    # The decryptor's setting: the base64 of Kamus's key, as an operator may have written it.
+    key_text = "tWG4dk8ARsETnFL3jCf1xtMV\ne05imlx9vimER7iky2s ="
+    settings = load_settings(
+        "decryptor",
+        {"KAMUS_DEV_MODE": "true", "KAMUS_LEGACY_KEY": key_text},
+    )
+    assert settings.legacy_key == KAMUS_KEY
+    # Other characters stay errors, as they were for .NET.
+    with pytest.raises(ConfigurationError, match="KAMUS_LEGACY_KEY must be base64"):
+        load_settings("decryptor", {"KAMUS_DEV_MODE": "true", "KAMUS_LEGACY_KEY": key_text + "!"})
 
 
 @pytest.mark.parametrize(
