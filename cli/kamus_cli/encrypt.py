@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from kamus_cli import kamusflags
 from kamus_cli.connection import add_connection_arguments, checked_url, open_client
 from kamus_cli.destinations import add_output_arguments, check_output, emit
 from kamus_cli.envfile import read_env_file
@@ -76,19 +77,27 @@ def register(
         help="text (default), json or yaml; see below",
     )
     add_output_arguments(parser, "the output (a single text ciphertext without newline)")
+    kamusflags.add_arguments(parser)
     parser.set_defaults(run=run, parser=parser)
 
 
 def run(args: argparse.Namespace) -> None:
     """Encrypt the secret(s) and write the ciphertext(s); raises a ClientError on failure."""
+    kamusflags.refuse_azure_login(args)
+    log = kamusflags.StepLog(args)
     url = checked_url(args, sends="a secret", url_env=URL_ENV)
     check_output(args)
+    log.info("Encryption started...")
+    log.info(f"service account: {args.service_account}")
+    log.info(f"namespace: {args.namespace}")
     many = args.env_file is not None
-    secrets = (
-        _checked_values(read_env_file(args.env_file), args.env_file)
-        if many
-        else {"": read_secret(args.secret, args.secret_file)}
-    )
+    if many:
+        secrets = _checked_values(read_env_file(args.env_file), args.env_file)
+    else:
+        secret = read_secret(args.secret, args.secret_file, encoding=args.secret_file_encoding)
+        if args.secret is not None or args.secret_file is not None:
+            kamusflags.warn_about_line_break(secret, args)
+        secrets = {"": secret}
     with open_client(args, url) as client:
         ciphertexts = {
             name: client.encrypt(
@@ -100,6 +109,10 @@ def run(args: argparse.Namespace) -> None:
         text = format_map(ciphertexts, args.output_format)
     else:
         text = format_one(ciphertexts[""], args.namespace, args.service_account, args.output_format)
+    log.info(
+        f"Successfully encrypted data to {args.service_account} service account in"
+        f" {args.namespace} namespace"
+    )
     # The single text ciphertext goes to a file without a newline, as Kamus wrote it.
     single_text = not many and args.output_format == "text"
     emit(args, text if args.output is None or single_text else text + "\n")
@@ -141,8 +154,11 @@ def _checked_values(values: Mapping[str, str], origin: Path) -> dict[str, str]:
     return dict(values)
 
 
-def read_secret(secret: str | None, secret_file: Path | None) -> str:
-    """Return the secret from the flag, the file (as-is) or stdin (one trailing newline dropped)."""
+def read_secret(
+    secret: str | None, secret_file: Path | None, *, encoding: str | None = None
+) -> str:
+    """Return the secret from the flag, the file (as-is, in ``encoding``: see
+    kamus_cli.kamusflags) or stdin (one trailing newline dropped)."""
     if secret is not None:
         # Arguments that are not UTF-8 reach Python as lone surrogates (surrogateescape).
         try:
@@ -155,6 +171,11 @@ def read_secret(secret: str | None, secret_file: Path | None) -> str:
             raw = secret_file.read_bytes()
         except OSError as exc:
             raise InputError(f"cannot read {secret_file}: {exc.strerror}") from exc
+        if encoding is not None:
+            text = kamusflags.decode_secret_file(raw, encoding, str(secret_file))
+            if not text:
+                raise InputError(f"{secret_file} is empty; there is nothing to encrypt")
+            return text
         return _checked(raw, str(secret_file))
     if sys.stdin.isatty():
         # Interactive: do not echo the secret on the terminal.
