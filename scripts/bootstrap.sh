@@ -39,7 +39,7 @@ fi
 # installed, for which pyproject files.
 run_set=(-e ./kms -e ./client -e ./service -e ./encryptor -e ./decryptor -e ./init-container
          -e ./cli -e ./devtools)
-test_set=(-e "./kms[gcp,aws,pkcs11,vault]" -e ./client -e ./service -e ./encryptor -e ./decryptor
+test_set=(-e "./kms[gcp,aws,pkcs11,vault,azure]" -e ./client -e ./service -e ./encryptor -e ./decryptor
           -e ./init-container -e "./cli[kubernetes]" -e ./devtools -e ".[test]")
 stamp=".venv/.kamus-installed"
 digest="$(cat pyproject.toml */pyproject.toml | sha256sum | cut -d' ' -f1)"

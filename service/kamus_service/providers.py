@@ -1,7 +1,7 @@
 """Building the configured key provider, and the sealer over it, from settings.
 
 Remote adapters live in optional extras (`kamus-kms[gcp]`, `kamus-kms[aws]`, `kamus-kms[pkcs11]`,
-`kamus-kms[vault]`) and are imported only when selected.
+`kamus-kms[vault]`, `kamus-kms[azure]`) and are imported only when selected.
 """
 
 from __future__ import annotations
@@ -69,7 +69,37 @@ def remote_kms(settings: Settings) -> RemoteKms:
                 ca_cert=str(settings.vault_ca_cert) if settings.vault_ca_cert else None,
                 timeout=timeout,
             )  # fmt: skip
+        case "azure":
+            return _azure(settings, timeout)
     raise ConfigurationError(f"unknown provider {settings.provider!r}")
+
+
+def _azure(settings: Settings, timeout: float) -> RemoteKms:
+    try:
+        module = importlib.import_module("kamus_kms.providers.azure")
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the azure provider needs its extra: pip install 'kamus-kms[azure]' ({exc.name} "
+            "is missing)"
+        ) from exc
+    ca_cert = str(settings.azure_ca_cert) if settings.azure_ca_cert else None
+    credential = module.build_credential(
+        settings.azure_credential.value,
+        tenant_id=settings.azure_tenant_id,
+        client_id=settings.azure_client_id,
+        client_secret=settings.azure_client_secret,
+        authority_host=settings.azure_authority_host,
+        ca_cert=ca_cert,
+    )
+    kms: RemoteKms = module.AzureKeyVaultKms(
+        vault_url=_required(settings.azure_vault_url, "KAMUS_AZURE_VAULT_URL"),
+        credential=credential,
+        key_type=settings.azure_key_type.value,
+        timeout=timeout,
+        ca_cert=ca_cert,
+        verify_challenge_resource=settings.azure_verify_challenge_resource,
+    )
+    return kms
 
 
 def provider_from_settings(settings: Settings, registry: CollectorRegistry) -> KeyProvider:

@@ -32,6 +32,7 @@ _PROVIDER_REQUIRES = {
     "aws": ("aws_region",),
     "pkcs11": ("pkcs11_library", "pkcs11_token_label", "pkcs11_pin"),
     "vault": ("vault_addr", "vault_token"),
+    "azure": ("azure_vault_url",),
 }
 Service = Literal["encryptor", "decryptor"]
 BOTH: tuple[Service, ...] = ("encryptor", "decryptor")
@@ -118,6 +119,24 @@ class Provider(StrEnum):
     AWS = "aws"
     PKCS11 = "pkcs11"
     VAULT = "vault"
+    AZURE = "azure"
+
+
+class AzureCredential(StrEnum):
+    """How the azure provider gets its tokens (azure-identity)."""
+
+    DEFAULT = "default"
+    WORKLOAD_IDENTITY = "workload-identity"
+    MANAGED_IDENTITY = "managed-identity"
+    CLIENT_SECRET = "client-secret"  # noqa: S105 - a mode name
+
+
+class AzureKeyType(StrEnum):
+    """The type of Key Vault key the azure provider wraps with (and creates)."""
+
+    RSA = "RSA"
+    RSA_HSM = "RSA-HSM"
+    OCT_HSM = "oct-HSM"
 
 
 class TokenVerification(StrEnum):
@@ -198,8 +217,8 @@ class Settings:
     dev_dir: Path = _var(Path(".kamus-dev"), "Where development mode keeps the keys it generated.")
     provider: Provider = _var(
         Provider.LOCAL,
-        "Key provider: `local` (the keyring of `KAMUS_KEYRING`), `gcp`, `aws`, `pkcs11` or "
-        "`vault` ([docs/PROVIDERS.md](docs/PROVIDERS.md)).",
+        "Key provider: `local` (the keyring of `KAMUS_KEYRING`), `gcp`, `aws`, `pkcs11`, "
+        "`vault` or `azure` ([docs/PROVIDERS.md](docs/PROVIDERS.md)).",
     )
     keyring: str | None = _var(
         None,
@@ -263,6 +282,46 @@ class Settings:
     vault_transit_mount: str = _var("transit", "vault: mount path of the transit engine.")
     vault_ca_cert: Path | None = _var(
         None, "vault: CA bundle to verify the server (default: system CAs).", parse=Path
+    )
+    azure_vault_url: str | None = _var(
+        None,
+        "azure: the vault's URL, `https://NAME.vault.azure.net` (or a Managed HSM's, "
+        "`https://NAME.managedhsm.azure.net`).",
+    )
+    azure_key_type: AzureKeyType = _var(
+        AzureKeyType.RSA,
+        "azure: `RSA` or `RSA-HSM` (a vault; wrapping with RSA-OAEP-256) or `oct-HSM` (a "
+        "Managed HSM; AES key wrap): the type the keys must have and the per-service-account "
+        "mode creates.",
+    )
+    azure_credential: AzureCredential = _var(
+        AzureCredential.DEFAULT,
+        "azure: `workload-identity` (AKS; the variables its webhook injects), "
+        "`managed-identity`, `client-secret` (`KAMUS_AZURE_TENANT_ID`, `KAMUS_AZURE_CLIENT_ID`, "
+        "`KAMUS_AZURE_CLIENT_SECRET`) or `default` (azure-identity's chain, those three first).",
+    )
+    azure_tenant_id: str | None = _var(None, "azure: the Entra ID tenant (client-secret).")
+    azure_client_id: str | None = _var(
+        None, "azure: the application (client-secret) or user-assigned identity's client id."
+    )
+    azure_client_secret: str | None = _var(
+        None, "azure: the application's client secret (client-secret).", secret=True
+    )
+    azure_authority_host: str | None = _var(
+        None,
+        "azure: the token service, when not Microsoft's public cloud "
+        "(`https://login.microsoftonline.us`, Azure Stack, a local stand-in).",
+    )
+    azure_ca_cert: Path | None = _var(
+        None,
+        "azure: CA bundle to verify the vault and token service (default: system CAs).",
+        parse=Path,
+    )
+    azure_verify_challenge_resource: bool = _var(
+        True,
+        "azure: check that the vault's authentication challenge names a resource of the "
+        "vault's own domain before sending it a token. Turn off only for a vault stand-in on an "
+        "IP address.",
     )
     max_plaintext_bytes: int = _var(
         65536,

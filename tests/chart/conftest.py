@@ -26,6 +26,9 @@ Values = dict[str, Any]
 Manifest = dict[str, Any]
 
 
+_CLIENT = "3f9c1e2a-5b7d-4e8f-9a0b-1c2d3e4f5a6b"
+
+
 def _key() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
@@ -112,6 +115,35 @@ CASES: dict[str, Values] = {
             "caCert": {"existingSecret": {"name": "vault-ca", "key": "ca.crt"}},
         },
         "kms": {"key": "kamus"},
+    },
+    "azure-workload-identity": {
+        **_REMOTE_AUDIT_KEY,
+        "provider": "azure",
+        "azure": {"vaultUrl": "https://kamus-prod.vault.azure.net"},
+        "kms": {"key": "kamus-shared"},
+        "encryptor": {
+            "serviceAccount": {"annotations": {"azure.workload.identity/client-id": _CLIENT}},
+            "podLabels": {"azure.workload.identity/use": "true"},
+        },
+        "decryptor": {
+            "serviceAccount": {"annotations": {"azure.workload.identity/client-id": _CLIENT}},
+            "podLabels": {"azure.workload.identity/use": "true"},
+        },
+    },
+    "azure-managed-hsm-client-secret": {
+        "provider": "azure",
+        "azure": {
+            # A Managed HSM in Azure Government: its own token service.
+            "vaultUrl": "https://kamus-hsm.managedhsm.usgovcloudapi.net",
+            "authorityHost": "https://login.microsoftonline.us",
+            "keyType": "oct-HSM",
+            "credential": "client-secret",
+            "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "clientId": _CLIENT,
+            "clientSecret": {"existingSecret": {"name": "kamus-azure"}},
+        },
+        "kms": {"keyMode": "per-service-account", "namingKey": {"create": {"value": _key()}}},
+        "auditKey": {"create": {"value": _key()}},
     },
     "per-service-account": {
         "provider": "vault",

@@ -203,6 +203,25 @@ def test_autoscaler_owns_the_replica_count(manifests: Manifests) -> None:
         ),
         pytest.param(
             {
+                "provider": "azure",
+                "kms": {"key": "k"},
+                "auditKey": {"existingSecret": {"name": "a"}},
+            },
+            "azure.vaultUrl is required for the azure provider",
+            id="azure-without-vault",
+        ),
+        pytest.param(
+            {
+                "provider": "azure",
+                "azure": {"vaultUrl": "https://v.vault.azure.net", "credential": "client-secret"},
+                "kms": {"key": "k"},
+                "auditKey": {"existingSecret": {"name": "a"}},
+            },
+            "azure.credential client-secret needs azure.tenantId",
+            id="azure-client-secret-without-secret",
+        ),
+        pytest.param(
+            {
                 "keyring": {"existingSecret": {"name": "k"}},
                 "auditKey": {"existingSecret": {"name": "k"}},
                 "encryptor": {"ingress": {"enabled": True}},
@@ -222,7 +241,7 @@ def test_chart_refuses_to_render_without_what_it_needs(
 @pytest.mark.parametrize(
     ("values", "where"),
     [
-        pytest.param({"provider": "azure"}, "/provider", id="unknown-provider"),
+        pytest.param({"provider": "hashicorp"}, "/provider", id="unknown-provider"),
         pytest.param({"keyring": {"existingSecert": {}}}, "existingSecert", id="typo"),
         pytest.param(
             {"encryptor": {"extraEnv": [{"name": "KAMUS_DEV_MODE", "value": "true"}]}},

@@ -19,7 +19,15 @@ Manifest = dict[str, Any]
 Manifests = Callable[[str], list[Manifest]]
 SERVICES: tuple[Service, ...] = ("encryptor", "decryptor")
 # Settings the chart deliberately never sets: development-only or test-server-only switches.
-NOT_EXPOSED = {"DEV_MODE", "DEV_DIR", "KUBECONFIG", "GCP_INSECURE_ENDPOINT"}
+# Development and test-double settings: never in a deployment made by the chart.
+NOT_EXPOSED = {
+    "DEV_MODE",
+    "DEV_DIR",
+    "KUBECONFIG",
+    "GCP_INSECURE_ENDPOINT",
+    "AZURE_CA_CERT",
+    "AZURE_VERIFY_CHALLENGE_RESOURCE",
+}
 
 
 def containers(manifests: list[Manifest]) -> dict[Service, dict[str, Any]]:
@@ -167,7 +175,8 @@ def test_every_setting_is_either_exposed_or_deliberately_not(manifests: Manifest
     from_chart: set[str] = set()
     for case in ("default", "existing-secrets", "gcp", "aws", "pkcs11", "vault",
                  "per-service-account", "hybrid-tokens", "audit-file-pvc",
-                 "legacy-migration"):  # fmt: skip
+                 "legacy-migration", "azure-workload-identity",
+                 "azure-managed-hsm-client-secret"):  # fmt: skip
         for container in containers(manifests(case)).values():
             from_chart |= set(kamus_env(container))
     from_chart |= {v.env for v in SPEC if v.secret and v.env + "_FILE" in from_chart}

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from kamus_kms.envelope import EnvelopeProvider, KmsMetrics, RemoteKms
 from kamus_kms.provider import KeyMode, KeyProvider
 
-BACKENDS = ("local", "gcp", "aws", "pkcs11", "vault")
+BACKENDS = ("local", "gcp", "aws", "pkcs11", "vault", "azure")
 REMOTE_BACKENDS = BACKENDS[1:]
 
 

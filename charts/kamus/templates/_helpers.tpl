@@ -143,6 +143,9 @@ components need it. Only files the configuration uses are listed.
 - {volume: vault-ca, secret: {{ .Values.vault.caCert.existingSecret.name | quote }}, key: {{ .Values.vault.caCert.existingSecret.key | quote }}, dir: /etc/kamus/vault-ca, file: ca.crt, env: KAMUS_VAULT_CA_CERT, components: [encryptor, decryptor]}
 {{- end }}
 {{- end }}
+{{- if and (eq .Values.provider "azure") (eq .Values.azure.credential "client-secret") }}
+- {volume: azure-client-secret, secret: {{ .Values.azure.clientSecret.existingSecret.name | quote }}, key: {{ .Values.azure.clientSecret.existingSecret.key | quote }}, dir: /etc/kamus/keys/azure, file: client-secret, env: KAMUS_AZURE_CLIENT_SECRET_FILE, components: [encryptor, decryptor]}
+{{- end }}
 {{- if .Values.decryptor.legacyKey.existingSecret.name }}
 - {volume: legacy-key, secret: {{ .Values.decryptor.legacyKey.existingSecret.name | quote }}, key: {{ .Values.decryptor.legacyKey.existingSecret.key | quote }}, dir: /etc/kamus/keys/legacy, file: legacy.key, env: KAMUS_LEGACY_KEY_FILE, components: [decryptor]}
 {{- end }}
@@ -183,7 +186,7 @@ components need it. Only files the configuration uses are listed.
 {{- end -}}
 {{- end -}}
 {{- else -}}
-{{- $required := dict "gcp" (list "gcp.keyRing" $v.gcp.keyRing) "aws" (list "aws.region" $v.aws.region) "pkcs11" (list "pkcs11.library" $v.pkcs11.library) "vault" (list "vault.addr" $v.vault.addr) -}}
+{{- $required := dict "gcp" (list "gcp.keyRing" $v.gcp.keyRing) "aws" (list "aws.region" $v.aws.region) "pkcs11" (list "pkcs11.library" $v.pkcs11.library) "vault" (list "vault.addr" $v.vault.addr) "azure" (list "azure.vaultUrl" $v.azure.vaultUrl) -}}
 {{- $need := get $required $v.provider -}}
 {{- if not (index $need 1) -}}
 {{- fail (printf "%s is required for the %s provider" (index $need 0) $v.provider) -}}
@@ -193,6 +196,9 @@ components need it. Only files the configuration uses are listed.
 {{- end -}}
 {{- if and (eq $v.provider "pkcs11") (not $v.pkcs11.pin.existingSecret.name) -}}
 {{- fail "pkcs11.pin.existingSecret.name is required for the pkcs11 provider: the user PIN comes from an existing Secret" -}}
+{{- end -}}
+{{- if and (eq $v.provider "azure") (eq $v.azure.credential "client-secret") (not (and $v.azure.tenantId $v.azure.clientId $v.azure.clientSecret.existingSecret.name)) -}}
+{{- fail "azure.credential client-secret needs azure.tenantId, azure.clientId and azure.clientSecret.existingSecret.name (the secret comes from an existing Secret)" -}}
 {{- end -}}
 {{- if and (eq $v.provider "vault") (not $v.vault.token.existingSecret.name) -}}
 {{- fail "vault.token.existingSecret.name is required for the vault provider: the token comes from an existing Secret" -}}
@@ -288,6 +294,26 @@ components need it. Only files the configuration uses are listed.
   value: {{ $v.pkcs11.library | quote }}
 - name: KAMUS_PKCS11_TOKEN_LABEL
   value: {{ $v.pkcs11.tokenLabel | quote }}
+{{- end }}
+{{- if eq $v.provider "azure" }}
+- name: KAMUS_AZURE_VAULT_URL
+  value: {{ $v.azure.vaultUrl | quote }}
+- name: KAMUS_AZURE_KEY_TYPE
+  value: {{ $v.azure.keyType | quote }}
+- name: KAMUS_AZURE_CREDENTIAL
+  value: {{ $v.azure.credential | quote }}
+{{- with $v.azure.tenantId }}
+- name: KAMUS_AZURE_TENANT_ID
+  value: {{ . | quote }}
+{{- end }}
+{{- with $v.azure.clientId }}
+- name: KAMUS_AZURE_CLIENT_ID
+  value: {{ . | quote }}
+{{- end }}
+{{- with $v.azure.authorityHost }}
+- name: KAMUS_AZURE_AUTHORITY_HOST
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- if eq $v.provider "vault" }}
 - name: KAMUS_VAULT_ADDR

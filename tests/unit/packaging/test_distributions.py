@@ -123,8 +123,18 @@ def test_each_dockerfile_installs_only_its_components_distributions() -> None:
     expected = {
         "init-container": ["./client", "./init-container"],
         "cli": ["./client", "./kms", "./cli"],
-        "encryptor": ['"./kms[gcp,aws,pkcs11,vault]"', "./client", "./service", "./encryptor"],
-        "decryptor": ['"./kms[gcp,aws,pkcs11,vault]"', "./client", "./service", "./decryptor"],
+        "encryptor": [
+            '"./kms[gcp,aws,pkcs11,vault,azure]"',
+            "./client",
+            "./service",
+            "./encryptor",
+        ],
+        "decryptor": [
+            '"./kms[gcp,aws,pkcs11,vault,azure]"',
+            "./client",
+            "./service",
+            "./decryptor",
+        ],
     }
     for component, targets in expected.items():
         dockerfile = (ROOT / component / "Dockerfile").read_text("utf-8")

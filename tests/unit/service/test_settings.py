@@ -150,8 +150,9 @@ def test_enumerated_settings_are_enums_and_accept_any_case(keyring_json: str) ->
 
 
 def test_an_unknown_enumerated_value_lists_the_choices(keyring_json: str) -> None:
-    with pytest.raises(ConfigurationError, match="must be one of local, gcp, aws, pkcs11, vault"):
-        load_settings("encryptor", {"KAMUS_KEYRING": keyring_json, "KAMUS_PROVIDER": "azure"})
+    choices = "must be one of local, gcp, aws, pkcs11, vault, azure"
+    with pytest.raises(ConfigurationError, match=choices):
+        load_settings("encryptor", {"KAMUS_KEYRING": keyring_json, "KAMUS_PROVIDER": "hsm"})
 
 
 def test_the_clients_variables_are_no_typos_for_the_services(keyring_json: str) -> None:
