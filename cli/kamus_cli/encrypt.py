@@ -16,9 +16,10 @@ from pathlib import Path
 import yaml
 
 from kamus_cli import kamusflags
-from kamus_cli.connection import add_connection_arguments, checked_url, open_client
+from kamus_cli.connection import add_connection_arguments
 from kamus_cli.destinations import add_output_arguments, check_output, emit
 from kamus_cli.envfile import read_env_file
+from kamus_cli.offlinesealing import add_sealing_key_argument, encrypter
 from kamus_client import environment
 from kamus_client.arguments import paragraph
 from kamus_client.errors import InputError
@@ -38,6 +39,7 @@ examples:
   kamus-cli encrypt -f tls.key -n team-a -a api -o tls.key.kamus
   kamus-cli encrypt --env-file app.env -n team-a -a api --output-format yaml > secrets.yaml
   kamus-cli encrypt -s x -n team-a -a api --cert-fingerprint 3F:9A:...:C1
+  kamus-cli encrypt -f tls.key -n team-a -a api --sealing-key prod-eu.pub --sealing-key prod-us.pub
 """
 
 
@@ -77,6 +79,7 @@ def register(
         help="text (default), json or yaml; see below",
     )
     add_output_arguments(parser, "the output (a single text ciphertext without newline)")
+    add_sealing_key_argument(parser)
     kamusflags.add_arguments(parser)
     parser.set_defaults(run=run, parser=parser)
 
@@ -85,7 +88,6 @@ def run(args: argparse.Namespace) -> None:
     """Encrypt the secret(s) and write the ciphertext(s); raises a ClientError on failure."""
     kamusflags.refuse_azure_login(args)
     log = kamusflags.StepLog(args)
-    url = checked_url(args, sends="a secret", url_env=URL_ENV)
     check_output(args)
     log.info("Encryption started...")
     log.info(f"service account: {args.service_account}")
@@ -98,11 +100,9 @@ def run(args: argparse.Namespace) -> None:
         if args.secret is not None or args.secret_file is not None:
             kamusflags.warn_about_line_break(secret, args)
         secrets = {"": secret}
-    with open_client(args, url) as client:
+    with encrypter(args, sends="a secret", url_env=URL_ENV) as encrypt:
         ciphertexts = {
-            name: client.encrypt(
-                secret, namespace=args.namespace, service_account=args.service_account
-            )
+            name: encrypt(secret, args.namespace, args.service_account)
             for name, secret in secrets.items()
         }
     if many:

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from kamus_cli import decryption, encrypt, inspection, keyring, seal
+from kamus_cli import decryption, encrypt, inspection, keyring, offlinesealing, seal
 from kamus_client.arguments import paragraph
 from kamus_client.exitcodes import ExitCode
 from kamus_client.program import run_program
@@ -43,6 +43,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     inspection.register(commands, environ)
     decryption.register(commands, environ)
     keyring.register(commands, environ)
+    offlinesealing.register(commands, environ)
     return parser
 
 

@@ -19,9 +19,10 @@ from typing import Any
 
 import yaml
 
-from kamus_cli.connection import add_connection_arguments, checked_url, open_client
+from kamus_cli.connection import add_connection_arguments
 from kamus_cli.destinations import add_output_arguments, check_output, emit
 from kamus_cli.envfile import parse_env
+from kamus_cli.offlinesealing import add_sealing_key_argument, encrypter
 from kamus_client import environment
 from kamus_client.arguments import paragraph
 from kamus_client.errors import InputError
@@ -125,6 +126,7 @@ def register(
     )
     wiring.add_argument("--init-file-name", help="kamus-init -n for single-file formats")
     add_output_arguments(parser, "the ConfigMap and the patch")
+    add_sealing_key_argument(parser)
     parser.set_defaults(run=run, parser=parser)
 
 
@@ -310,7 +312,6 @@ def workload_patch(
 
 def run(args: argparse.Namespace) -> None:
     """Encrypt every value and print the ConfigMap and the patch."""
-    url = checked_url(args, sends="secrets", url_env=URL_ENV)
     check_output(args)
     values, source_name, source_namespace = read_source(args.source, args.input_format)
     namespace = args.namespace or source_namespace
@@ -324,10 +325,9 @@ def run(args: argparse.Namespace) -> None:
     if not name:
         raise InputError("no name for the ConfigMap: pass --name")
     workload = args.workload or args.service_account
-    with open_client(args, url) as client:
+    with encrypter(args, sends="secrets", url_env=URL_ENV) as encrypt:
         ciphertexts = {
-            key: client.encrypt(value, namespace=namespace, service_account=args.service_account)
-            for key, value in values.items()
+            key: encrypt(value, namespace, args.service_account) for key, value in values.items()
         }
     configmap_name = f"{name}-encrypted"
     pod_spec = pod_spec_patch(

@@ -32,6 +32,7 @@ ENCRYPT_PATH = "/api/v1/encrypt"
 DECRYPT_PATH = "/api/v1/decrypt"
 DECRYPT_BATCH_PATH = "/api/v1/decrypt/batch"
 REWRAP_PATH = "/api/v1/rewrap"
+SEALING_KEY_PATH = "/api/v1/sealing-key"
 CIPHERTEXT_PREFIX = "kamus:"
 # Statuses that say "try again later": a proxy or the service itself is briefly unavailable.
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
@@ -157,21 +158,35 @@ class KamusClient:
             )
         return {name: plaintexts[name] for name in items}
 
+    def sealing_key(self) -> str:
+        """The cluster's public sealing key line, as the encryptor publishes it."""
+        response = self._post(SEALING_KEY_PATH, None, headers={"Accept": "text/plain"})
+        try:
+            text = response.body.decode("ascii").strip()
+        except UnicodeDecodeError as exc:
+            raise UnexpectedResponseError("the encryptor's sealing key is not ASCII") from exc
+        if not text.startswith("kamus-sealing-key:") or "\n" in text:
+            raise UnexpectedResponseError(
+                "the answer is not a Kamus sealing key (is the URL the encryptor's?)"
+            )
+        return text
+
     def _post(
         self,
         path: str,
-        body: Mapping[str, Any],
+        body: Mapping[str, Any] | None,
         *,
         headers: Mapping[str, str],
         timeout: float | None = None,
     ) -> transport.Response:
+        # No body: a GET (the one read-only route a client uses).
         response = transport.post(
             self._origin,
             self._path_prefix + path,
-            json.dumps(body).encode("utf-8"),
+            b"" if body is None else json.dumps(body).encode("utf-8"),
             {
                 "User-Agent": self._user_agent,
-                "Content-Type": "application/json",
+                **({} if body is None else {"Content-Type": "application/json"}),
                 "Accept-Encoding": "identity",
                 **headers,
             },
@@ -179,6 +194,7 @@ class KamusClient:
             tls=self._tls,
             check_peer=self._check_peer,
             proxy=self._proxy,
+            method="GET" if body is None else "POST",
         )
         if response.status != 200:
             raise error_for_response(response)

@@ -125,12 +125,14 @@ def post(
     tls: ssl.SSLContext | None = None,
     check_peer: PeerCheck | None = None,
     proxy: Proxy | None = None,
+    method: str = "POST",
 ) -> Response:
-    """Send one POST and return the answer, all within ``timeout`` seconds.
+    """Send one request (a POST unless ``method`` says otherwise) and return the answer, all
+    within ``timeout`` seconds.
 
     ``target`` is the path (and query) on ``origin``; ``tls`` is required for https.
     """
-    head = _request_head(origin, target, len(body), headers, proxy)
+    head = _request_head(origin, target, len(body), headers, proxy, method=method)
     deadline = time.monotonic() + timeout
     try:
         sock = _connect(origin, deadline, tls, check_peer, proxy)
@@ -206,7 +208,13 @@ def _in_network(host: str, network: str) -> bool:
 
 
 def _request_head(
-    origin: Origin, target: str, length: int, headers: Mapping[str, str], proxy: Proxy | None
+    origin: Origin,
+    target: str,
+    length: int,
+    headers: Mapping[str, str],
+    proxy: Proxy | None,
+    *,
+    method: str = "POST",
 ) -> bytes:
     # Plain http through a proxy names the whole URL; https goes through a CONNECT tunnel.
     through_proxy = proxy is not None and origin.scheme == "http"
@@ -219,7 +227,7 @@ def _request_head(
     }
     if through_proxy and proxy is not None and proxy.authorization is not None:
         fields["Proxy-Authorization"] = proxy.authorization
-    lines = [f"POST {request_target} HTTP/1.1"]
+    lines = [f"{method} {request_target} HTTP/1.1"]
     for name, value in fields.items():
         if any(ch in value for ch in "\r\n\0") or not name.isascii():
             # A header value cannot carry a line break: that would split the request.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -27,10 +28,14 @@ from kamus_kms.errors import (
     InvalidCiphertextError,
     InvalidRequestError,
     RequestError,
+    UnavailableError,
 )
 from kamus_kms.legacy import LegacyCiphertext, LegacyKamusKey, is_legacy
+from kamus_kms.offline import PROVIDER as SEALED
+from kamus_kms.offline import SealingKeys
 from kamus_kms.provider import KeyProvider
 from kamus_kms.sealer import Sealer
+from kamus_kms.sealingkeys import SealingKeyring
 from kamus_service.bodies import read_json_object, require_text
 from kamus_service.errors import (
     AuthenticationError,
@@ -69,8 +74,11 @@ class Decryptor:
         settings: Settings,
         registry: CollectorRegistry,
         legacy: LegacyKamusKey | None = None,
+        sealing: SealingKeyring | None = None,
     ) -> None:
         self.sealer = sealer
+        self._sealing = sealing
+        self._sealing_keys: SealingKeys | None = None
         self.reviewer = reviewer
         self.audit = audit
         self.limiter = limiter
@@ -176,8 +184,20 @@ class Decryptor:
         opened = {name: self.open_bytes(ciphertext, caller) for name, ciphertext in parsed.items()}
         return {name: _text(plaintext) for name, plaintext in opened.items()}
 
+    def sealing_keys(self) -> SealingKeys:
+        """The private sealing keys, opened through the provider once per process."""
+        if self._sealing is None:
+            raise InvalidCiphertextError  # no sealing keys here: not a ciphertext of this Kamus
+        keys = self._sealing_keys
+        if keys is None:
+            # UnavailableError (a KMS outage) propagates as 503 and the next request tries again.
+            keys = self._sealing_keys = self._sealing.opener(self.sealer.provider)
+        return keys
+
     def open_bytes(self, ciphertext: Parsed, caller: Caller) -> bytes:
         """The plaintext of one parsed ciphertext, for the caller's scope only."""
+        if isinstance(ciphertext, Ciphertext) and ciphertext.provider == SEALED:
+            return self.sealing_keys().open(ciphertext, caller.scope)
         if isinstance(ciphertext, LegacyCiphertext):
             assert self.legacy is not None
             self.legacy_opened.inc()
@@ -291,6 +311,8 @@ def create_app(
             wait_timeout=settings.tokenreview_timeout_seconds,
             metrics=metrics,
         )
+    with exit_on_configuration_error("kamus-decryptor"):
+        sealing = SealingKeyring.parse(settings.sealing_keys) if settings.sealing_keys else None
     audit_key = audit_key_from_settings(settings)
     audit_file = (
         AuditFile(settings.audit_file, audit_key, fsync=settings.audit_fsync)
@@ -320,6 +342,12 @@ def create_app(
             if settings.legacy_key is not None
             else None
         ),
+        sealing=sealing,
     )
+    if sealing is not None:
+        # A sealing key this provider cannot open is a configuration error: say so at start. A
+        # KMS that does not answer yet is not: the first sealed ciphertext tries again (503).
+        with exit_on_configuration_error("kamus-decryptor"), suppress(UnavailableError):
+            app.extensions["kamus_decryptor"].sealing_keys()
     app.register_blueprint(routes)
     return app

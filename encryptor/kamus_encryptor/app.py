@@ -10,21 +10,31 @@ from kamus_kms.errors import DefaultServiceAccountError, InvalidRequestError, Ka
 from kamus_kms.provider import KeyProvider
 from kamus_kms.scope import Scope
 from kamus_kms.sealer import Sealer
+from kamus_kms.sealingkeys import SealingKeyring
 from kamus_service.bodies import read_json_object, require_text
+from kamus_service.errors import NotFoundError
 from kamus_service.logs import configure_logging
 from kamus_service.providers import provider_from_settings, sealer_from_settings
 from kamus_service.settings import Settings, exit_on_configuration_error, load_settings
 from kamus_service.webapp import new_app
 
+_TEXT = "text/plain; charset=utf-8"
 routes = Blueprint("encryptor", __name__)
 
 
 class Encryptor:
     """What the encrypt route needs, attached to the app."""
 
-    def __init__(self, sealer: Sealer, settings: Settings, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        sealer: Sealer,
+        settings: Settings,
+        registry: CollectorRegistry,
+        sealing: SealingKeyring | None = None,
+    ) -> None:
         self.sealer = sealer
         self.settings = settings
+        self.sealing = sealing
         self.outcomes = Counter(
             "kamus_encrypt", "Encrypt requests by outcome", ["outcome"], registry=registry
         )
@@ -35,6 +45,17 @@ def _wants_json() -> bool:
     # "application/json, text/plain, */*" keep getting the text/plain body they expect.
     accepted = {value for value, _ in request.accept_mimetypes}
     return "application/json" in accepted and not accepted & {"text/plain", "*/*", "text/*"}
+
+
+@routes.get("/api/v1/sealing-key")
+def sealing_key() -> Response:
+    """The cluster's active public sealing key, for offline encryption (kamus-cli --sealing-key)."""
+    encryptor: Encryptor = current_app.extensions["kamus_encryptor"]
+    if encryptor.sealing is None:
+        raise NotFoundError(
+            "this Kamus has no sealing key (KAMUS_SEALING_KEYS); encrypt through the API instead"
+        )
+    return Response(encryptor.sealing.active.public.text() + "\n", content_type=_TEXT)
 
 
 @routes.post("/api/v1/encrypt")
@@ -92,8 +113,10 @@ def create_app(
         openapi=OPENAPI,
         registry=registry,
     )
+    with exit_on_configuration_error("kamus-encryptor"):
+        sealing = SealingKeyring.parse(settings.sealing_keys) if settings.sealing_keys else None
     app.extensions["kamus_encryptor"] = Encryptor(
-        sealer_from_settings(settings, provider), settings, registry
+        sealer_from_settings(settings, provider), settings, registry, sealing
     )
     app.register_blueprint(routes)
     return app

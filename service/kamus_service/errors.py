@@ -3,6 +3,7 @@
 The core tree is in ``kamus_kms.errors``; the services add these request errors to it::
 
     RequestError (kamus_kms.errors)
+    ├── NotFoundError                   the resource is not configured here             404
     ├── UnsupportedMediaTypeError       body is not JSON                                415
     ├── RateLimitedError                too many failed attempts from a source or token 429
     ├── AuthenticationError             token missing, invalid, wrong audience          401
@@ -31,6 +32,12 @@ from kamus_kms.errors import (
 )
 
 log = logging.getLogger("kamus.errors")
+
+
+class NotFoundError(RequestError):
+    """What the request asks for is not configured on this service."""
+
+    code = "not_found"
 
 
 class UnsupportedMediaTypeError(RequestError):
@@ -69,6 +76,7 @@ class DefaultServiceAccountForbiddenError(ForbiddenError):
 
 # Most specific class first; a subclass inherits its parent's status.
 _STATUS: tuple[tuple[type[KamusError], int], ...] = (
+    (NotFoundError, 404),
     (AuthenticationError, 401),
     (ForbiddenError, 403),
     (PayloadTooLargeError, 413),

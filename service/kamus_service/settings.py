@@ -323,6 +323,15 @@ class Settings:
         "vault's own domain before sending it a token. Turn off only for a vault stand-in on an "
         "IP address.",
     )
+    sealing_keys: str | None = _var(
+        None,
+        "The cluster's sealing keys for offline encryption (JSON; `python -m "
+        "kamus_service.sealing new` makes them, private halves sealed by the provider; "
+        "[docs/FORMAT.md](docs/FORMAT.md)). The encryptor publishes the active public key at "
+        "`/api/v1/sealing-key`, the decryptor opens `kamus:v1:sealed:` ciphertexts with every key "
+        "not retired. Unset: no offline sealing.",
+        secret=True,
+    )
     max_plaintext_bytes: int = _var(
         65536,
         "Largest secret accepted for encryption; larger ones get 413.",

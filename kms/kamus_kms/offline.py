@@ -1,0 +1,282 @@
+"""Offline sealing: ciphertexts made with a cluster's public sealing key, no network call.
+
+A v1 ciphertext whose provider is ``sealed`` (docs/FORMAT.md, "Sealed offline")::
+
+    kamus:v1:sealed:<namespace>:<service-account>:<recipient key ids joined by "+">:<body>
+
+The body is the v1 body: ``u16be(len(wrapped)) || wrapped || nonce || AES-256-GCM || tag``, the
+padded plaintext sealed under a fresh random data key with the header as associated data. The
+``wrapped`` part holds the data key once per recipient cluster, each with HPKE (RFC 9180, base
+mode, single shot) to that cluster's public sealing key, with the header as HPKE ``info``::
+
+    u8(count) || count x ( key id (8 bytes) || u16be(len(hpke)) || hpke = enc || AEAD(data key) )
+
+Suite: the KEM of the recipient key, HKDF-SHA256, AES-256-GCM. The default KEM is the
+post-quantum hybrid ML-KEM-768 + X25519 (``MLKEM768-X25519``, X-Wing): ciphertexts committed to git
+live for years, and a recorded one must not open when a quantum computer arrives; X25519 alone is
+an option. The header (so the scope and the recipients) is authenticated twice, by every HPKE
+opening and by the AES-GCM tag: a changed namespace, service account or recipient list opens
+nowhere. A cluster opens the ciphertext only with the private key of one of its recipient ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from kamus_kms.ciphertext import NONCE_BYTES, Ciphertext, header_text
+from kamus_kms.errors import (
+    ConfigurationError,
+    InvalidCiphertextError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    ScopeMismatchError,
+)
+from kamus_kms.padding import pad, unpad
+from kamus_kms.scope import Scope
+
+PROVIDER = "sealed"
+PUBLIC_PREFIX = "kamus-sealing-key:v1:"
+KEY_ID_BYTES = 8
+DATA_KEY_BYTES = 32
+MAX_RECIPIENTS = 16
+_ENTRY_LEN = struct.Struct(">H")
+_CLUSTER = re.compile(r"[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?")
+_PUBLIC_TEXT = re.compile(
+    r"kamus-sealing-key:v1:(?P<kem>[A-Za-z0-9-]+):(?P<cluster>[a-z0-9.-]*):(?P<key>[A-Za-z0-9_-]+)"
+)
+
+
+@dataclass(frozen=True)
+class Kem:
+    """One HPKE KEM Kamus seals with: its name in key files and its sizes."""
+
+    name: str
+    suite: hpke.Suite
+    private_bytes: int
+    public_bytes: int
+
+
+_SUITE_PARTS = (hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+KEMS = {
+    "MLKEM768-X25519": Kem("MLKEM768-X25519", hpke.Suite(hpke.KEM.MLKEM768_X25519, *_SUITE_PARTS),
+                           64 + 32, 1184 + 32),
+    "X25519": Kem("X25519", hpke.Suite(hpke.KEM.X25519, *_SUITE_PARTS), 32, 32),
+}  # fmt: skip
+DEFAULT_KEM = "MLKEM768-X25519"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class SealingPublicKey:
+    """A cluster's public sealing key, as ``kamus-cli sealing-key`` saves it (one text line)."""
+
+    kem: str
+    raw: bytes
+    cluster: str = ""
+
+    def __post_init__(self) -> None:
+        kem = KEMS.get(self.kem)
+        if kem is None or len(self.raw) != kem.public_bytes:
+            raise ConfigurationError("not a Kamus sealing key (unknown KEM or wrong length)")
+        if self.cluster and not _CLUSTER.fullmatch(self.cluster):
+            raise ConfigurationError("the sealing key's cluster name is not a valid name")
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the KEM name and the public key, in hex: what users pin and compare."""
+        return hashlib.sha256(self.kem.encode("ascii") + b":" + self.raw).hexdigest()
+
+    @property
+    def key_id(self) -> str:
+        """The key's short id in ciphertext headers: the fingerprint's first 8 bytes."""
+        return self.fingerprint[: 2 * KEY_ID_BYTES]
+
+    def text(self) -> str:
+        """The one-line form of the key file."""
+        return f"{PUBLIC_PREFIX}{self.kem}:{self.cluster}:{_b64url(self.raw)}"
+
+    @classmethod
+    def parse(cls, text: str) -> SealingPublicKey:
+        """Parse the one-line form; ConfigurationError names the problem."""
+        found = _PUBLIC_TEXT.fullmatch(text.strip())
+        if found is None:
+            raise ConfigurationError(
+                "not a Kamus sealing key: expected one line kamus-sealing-key:v1:<kem>:<cluster>:"
+                "<key> (kamus-cli sealing-key saves it)"
+            )
+        try:
+            raw = _unb64url(found["key"])
+        except ValueError as exc:
+            raise ConfigurationError("the sealing key is not valid base64url") from exc
+        return cls(found["kem"], raw, found["cluster"])
+
+    def hpke_key(self) -> x25519.X25519PublicKey | hpke.MLKEM768X25519PublicKey:
+        """The key object cryptography's HPKE takes."""
+        if self.kem == "X25519":
+            return x25519.X25519PublicKey.from_public_bytes(self.raw)
+        return hpke.MLKEM768X25519PublicKey(
+            mlkem.MLKEM768PublicKey.from_public_bytes(self.raw[:1184]),
+            x25519.X25519PublicKey.from_public_bytes(self.raw[1184:]),
+        )
+
+
+@dataclass(frozen=True)
+class SealingPrivateKey:
+    """A cluster's private sealing key: the KEM name and its raw private bytes."""
+
+    kem: str
+    raw: bytes = field(repr=False)
+    cluster: str = ""
+
+    def __post_init__(self) -> None:
+        kem = KEMS.get(self.kem)
+        if kem is None or len(self.raw) != kem.private_bytes:
+            raise ConfigurationError("not a Kamus sealing private key")
+
+    @classmethod
+    def generate(cls, kem: str = DEFAULT_KEM, cluster: str = "") -> SealingPrivateKey:
+        """A new random key pair's private half."""
+        if kem == "X25519":
+            raw = x25519.X25519PrivateKey.generate().private_bytes_raw()
+        elif kem == "MLKEM768-X25519":
+            raw = (
+                mlkem.MLKEM768PrivateKey.generate().private_bytes_raw()
+                + x25519.X25519PrivateKey.generate().private_bytes_raw()
+            )
+        else:
+            raise ConfigurationError(f"unknown KEM {kem!r}; choose from {', '.join(KEMS)}")
+        return cls(kem, raw, cluster)
+
+    def _hpke_key(self) -> x25519.X25519PrivateKey | hpke.MLKEM768X25519PrivateKey:
+        if self.kem == "X25519":
+            return x25519.X25519PrivateKey.from_private_bytes(self.raw)
+        ml = mlkem.MLKEM768PrivateKey.from_seed_bytes(self.raw[:64])
+        classic = x25519.X25519PrivateKey.from_private_bytes(self.raw[64:])
+        return hpke.MLKEM768X25519PrivateKey(ml, classic)
+
+    def public_key(self) -> SealingPublicKey:
+        """The public half, with the same cluster name."""
+        if self.kem == "X25519":
+            raw = x25519.X25519PrivateKey.from_private_bytes(self.raw).public_key()
+            return SealingPublicKey(self.kem, raw.public_bytes_raw(), self.cluster)
+        ml = mlkem.MLKEM768PrivateKey.from_seed_bytes(self.raw[:64]).public_key()
+        classic = x25519.X25519PrivateKey.from_private_bytes(self.raw[64:]).public_key()
+        return SealingPublicKey(
+            self.kem, ml.public_bytes_raw() + classic.public_bytes_raw(), self.cluster
+        )
+
+    def open_data_key(self, encapsulated: bytes, info: bytes) -> bytes:
+        """The data key HPKE-sealed to this key with ``info``; InvalidCiphertextError else."""
+        private = self._hpke_key()
+        try:
+            data_key: bytes = KEMS[self.kem].suite.decrypt(encapsulated, private, info=info)
+        except (InvalidTag, ValueError) as exc:
+            raise InvalidCiphertextError from exc
+        if len(data_key) != DATA_KEY_BYTES:
+            raise InvalidCiphertextError
+        return data_key
+
+
+def header_for(scope: Scope, recipients: Sequence[SealingPublicKey]) -> str:
+    """The authenticated header naming ``scope`` and the recipients' key ids."""
+    return header_text(PROVIDER, scope, "+".join(key.key_id for key in recipients))
+
+
+def seal(
+    plaintext: bytes,
+    scope: Scope,
+    recipients: Iterable[SealingPublicKey],
+    *,
+    max_plaintext: int = 64 * 1024,
+    padding_bucket: int = 32,
+    random: Callable[[int], bytes] = os.urandom,
+) -> str:
+    """The sealed ciphertext of ``plaintext`` for ``scope``, openable by each recipient cluster."""
+    unique = {key.key_id: key for key in recipients}
+    keys = [unique[key_id] for key_id in sorted(unique)]
+    if not keys:
+        raise InvalidRequestError("sealing needs at least one cluster's sealing key")
+    if len(keys) > MAX_RECIPIENTS:
+        raise InvalidRequestError(f"a ciphertext seals to at most {MAX_RECIPIENTS} clusters")
+    if not plaintext:
+        raise InvalidRequestError("the secret is empty; there is nothing to encrypt")
+    if len(plaintext) > max_plaintext:
+        raise PayloadTooLargeError(
+            f"the secret is {len(plaintext)} bytes; the limit is {max_plaintext}"
+        )
+    header = header_for(scope, keys).encode("ascii")
+    data_key = random(DATA_KEY_BYTES)
+    wrapped = bytes([len(keys)])
+    for key in keys:
+        encapsulated = KEMS[key.kem].suite.encrypt(data_key, key.hpke_key(), info=header)
+        wrapped += bytes.fromhex(key.key_id) + _ENTRY_LEN.pack(len(encapsulated)) + encapsulated
+    nonce = random(NONCE_BYTES)
+    sealed = AESGCM(data_key).encrypt(nonce, pad(plaintext, padding_bucket), header)
+    return Ciphertext(PROVIDER, scope, "+".join(k.key_id for k in keys), wrapped, nonce,
+                      sealed).encode()  # fmt: skip
+
+
+def recipients_of(ciphertext: Ciphertext) -> dict[str, bytes]:
+    """``{key id: HPKE ciphertext}`` of a sealed ciphertext; InvalidCiphertextError if malformed."""
+    wrapped = ciphertext.wrapped_key
+    if ciphertext.provider != PROVIDER or not wrapped:
+        raise InvalidCiphertextError
+    count, position, found = wrapped[0], 1, {}
+    for _ in range(count):
+        key_id = wrapped[position : position + KEY_ID_BYTES].hex()
+        position += KEY_ID_BYTES
+        if position + _ENTRY_LEN.size > len(wrapped):
+            raise InvalidCiphertextError
+        (length,) = _ENTRY_LEN.unpack_from(wrapped, position)
+        position += _ENTRY_LEN.size
+        found[key_id] = wrapped[position : position + length]
+        position += length
+    if position != len(wrapped) or not count or sorted(found) != ciphertext.key_id.split("+"):
+        raise InvalidCiphertextError
+    return found
+
+
+class SealingKeys:
+    """The private sealing keys a decryptor opens with, by key id (decrypt-only ones included)."""
+
+    def __init__(self, keys: Iterable[SealingPrivateKey]) -> None:
+        self._keys = {key.public_key().key_id: key for key in keys}
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def open(self, ciphertext: Ciphertext, caller: Scope | None = None) -> bytes:
+        """The plaintext of a sealed ciphertext, for ``caller``'s scope only."""
+        if caller is not None and ciphertext.scope != caller:
+            raise ScopeMismatchError(
+                f"the ciphertext is for {ciphertext.scope}, not for the caller's {caller}"
+            )
+        header = ciphertext.associated_data
+        for key_id, encapsulated in recipients_of(ciphertext).items():
+            key = self._keys.get(key_id)
+            if key is None:
+                continue
+            data_key = key.open_data_key(encapsulated, header)
+            try:
+                return unpad(AESGCM(data_key).decrypt(ciphertext.nonce, ciphertext.sealed, header))
+            except InvalidTag as exc:
+                raise InvalidCiphertextError from exc
+        raise InvalidCiphertextError  # sealed for other clusters only
