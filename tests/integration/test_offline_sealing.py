@@ -66,12 +66,12 @@ def clusters(
             cluster.encryptor = running.enter_context(
                 gunicorn(
                     "kamus_encryptor:create_app()", encryptor_env, folder / name / "enc", workers=1
-                )  # fmt: skip
+                )
             )
             cluster.decryptor = running.enter_context(
                 gunicorn(
                     "kamus_decryptor:create_app()", cluster.env, folder / name / "dec", workers=1
-                )  # fmt: skip
+                )
             )
         yield made
 
