@@ -13,6 +13,22 @@ OPENAPI: dict[str, Any] = document(
     "Kamus encryptor",
     "Encrypts a secret for one namespace and service account. Anonymous, like Kamus.",
     {
+        "/api/v1/sealing-key": {
+            "get": {
+                "summary": "The cluster's public sealing key, for offline encryption",
+                "responses": {
+                    "200": {
+                        "description": "One line: kamus-sealing-key:v1:<kem>:<cluster>:<key>",
+                        "content": {
+                            "text/plain": {
+                                "schema": {"type": "string", "pattern": "^kamus-sealing-key:v1:"}
+                            }
+                        },
+                    },
+                    "404": error("No sealing keys are configured (KAMUS_SEALING_KEYS)"),
+                },
+            }
+        },
         "/api/v1/encrypt": {
             "post": {
                 "summary": "Encrypt a secret for a namespace and service account",
@@ -40,7 +56,7 @@ OPENAPI: dict[str, Any] = document(
                     "503": error("The key provider is unavailable"),
                 },
             }
-        }
+        },
     },
     {
         "EncryptRequest": {

@@ -116,6 +116,10 @@ CASES: dict[str, Values] = {
         },
         "kms": {"key": "kamus"},
     },
+    "offline-sealing": {
+        **EXISTING_KEYS,
+        "sealingKeys": {"existingSecret": {"name": "kamus-sealing"}},
+    },
     "azure-workload-identity": {
         **_REMOTE_AUDIT_KEY,
         "provider": "azure",

@@ -175,7 +175,7 @@ def test_every_setting_is_either_exposed_or_deliberately_not(manifests: Manifest
     from_chart: set[str] = set()
     for case in ("default", "existing-secrets", "gcp", "aws", "pkcs11", "vault",
                  "per-service-account", "hybrid-tokens", "audit-file-pvc",
-                 "legacy-migration", "azure-workload-identity",
+                 "legacy-migration", "azure-workload-identity", "offline-sealing",
                  "azure-managed-hsm-client-secret"):  # fmt: skip
         for container in containers(manifests(case)).values():
             from_chart |= set(kamus_env(container))

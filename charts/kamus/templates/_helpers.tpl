@@ -146,6 +146,9 @@ components need it. Only files the configuration uses are listed.
 {{- if and (eq .Values.provider "azure") (eq .Values.azure.credential "client-secret") }}
 - {volume: azure-client-secret, secret: {{ .Values.azure.clientSecret.existingSecret.name | quote }}, key: {{ .Values.azure.clientSecret.existingSecret.key | quote }}, dir: /etc/kamus/keys/azure, file: client-secret, env: KAMUS_AZURE_CLIENT_SECRET_FILE, components: [encryptor, decryptor]}
 {{- end }}
+{{- if .Values.sealingKeys.existingSecret.name }}
+- {volume: sealing-keys, secret: {{ .Values.sealingKeys.existingSecret.name | quote }}, key: {{ .Values.sealingKeys.existingSecret.key | quote }}, dir: /etc/kamus/keys/sealing, file: sealing-keys.json, env: KAMUS_SEALING_KEYS_FILE, components: [encryptor, decryptor]}
+{{- end }}
 {{- if .Values.decryptor.legacyKey.existingSecret.name }}
 - {volume: legacy-key, secret: {{ .Values.decryptor.legacyKey.existingSecret.name | quote }}, key: {{ .Values.decryptor.legacyKey.existingSecret.key | quote }}, dir: /etc/kamus/keys/legacy, file: legacy.key, env: KAMUS_LEGACY_KEY_FILE, components: [decryptor]}
 {{- end }}
