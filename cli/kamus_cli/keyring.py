@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from kamus_cli import keyscan
 from kamus_client.errors import InputError, OutputError
 from kamus_kms.errors import ConfigurationError
 from kamus_kms.keyring import Keyring
@@ -38,6 +39,18 @@ def register(
     retire = actions.add_parser("retire", help="retire a decrypt-only key: it opens nothing more")
     retire.add_argument("file", type=Path)
     retire.add_argument("key_id")
+    retire.add_argument(
+        "--scan",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="PATH",
+        help="first search these files and folders (repeatable) and refuse (exit 10) while any"
+        " ciphertext uses the key",
+    )
+    retire.add_argument("--kubeconfig", help="first search this cluster's ConfigMaps too")
+    retire.add_argument("--context", help="kubeconfig context (default: the current one)")
+    retire.add_argument("--force", action="store_true", help="retire even if the scan finds uses")
     retire.set_defaults(run=_run_mapped(_retire))
     show = actions.add_parser("show", help="list key ids, states and creation times")
     show.add_argument("file", type=Path)
@@ -72,7 +85,18 @@ def _rotate(args: argparse.Namespace) -> None:
 
 
 def _retire(args: argparse.Namespace) -> None:
-    _save(_load(args.file).retire(args.key_id), args.file)
+    keyring = _load(args.file).retire(args.key_id)
+    if (args.scan or args.kubeconfig) and not args.force:
+        scan_args = argparse.Namespace(
+            paths=args.scan,
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            keyring=None,
+            sealing_keys=None,
+        )
+        uses = [use for use in keyscan.run_scan(scan_args) if use.provider == "local"]
+        keyscan.refuse_if_used(uses, args.key_id, "; rewrap them first, or pass --force")
+    _save(keyring, args.file)
 
 
 def _show(args: argparse.Namespace) -> None:

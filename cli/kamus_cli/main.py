@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from kamus_cli import decryption, encrypt, inspection, keyring, offlinesealing, seal
+from kamus_cli import decryption, encrypt, inspection, keyring, keyscan, offlinesealing, seal
 from kamus_client.arguments import paragraph
 from kamus_client.exitcodes import ExitCode
 from kamus_client.program import run_program
@@ -20,6 +20,7 @@ exit codes:
   3 input or configuration error                    4 an output file could not be written
   5 the server refused (4xx)                        6 the server is unavailable (5xx, network)
   7 TLS failure                                     8 the answer is not the Kamus API
+  10 a key to retire is still in use (keys scan --uses, keyring retire --scan)
 Details: docs/CLI.md.
 """
 
@@ -44,6 +45,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     decryption.register(commands, environ)
     keyring.register(commands, environ)
     offlinesealing.register(commands, environ)
+    keyscan.register(commands, environ)
     return parser
 
 

@@ -14,7 +14,8 @@ The tree has its own root: a client runs far from the services, and nothing maps
     │   └── TooManyRequestsError   429: the server asks to try later           exit 5
     ├── ServerUnavailableError     5xx, network failure, timeout, deadline      exit 6
     ├── TLSError                   certificate verification or pin failure      exit 7
-    └── UnexpectedResponseError    the answer does not follow the Kamus API     exit 8
+    ├── UnexpectedResponseError    the answer does not follow the Kamus API     exit 8
+    └── KeyInUseError              a key to retire is still used by ciphertexts exit 10
 """
 
 from __future__ import annotations
@@ -74,3 +75,7 @@ class TLSError(ClientError):
 
 class UnexpectedResponseError(ClientError):
     """The server answered something that does not follow the Kamus API."""
+
+
+class KeyInUseError(ClientError):
+    """A key to retire is still used by ciphertexts a scan found."""

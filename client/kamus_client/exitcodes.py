@@ -7,6 +7,7 @@ import enum
 from kamus_client.errors import (
     ClientError,
     InputError,
+    KeyInUseError,
     OutputError,
     ServerRefusedError,
     ServerUnavailableError,
@@ -28,6 +29,7 @@ class ExitCode(enum.IntEnum):
     TLS = 7
     BAD_RESPONSE = 8
     TAMPERED = 9  # kamus-audit verify found the audit file altered
+    IN_USE = 10  # kamus-cli keys scan --uses / keyring retire --scan found the key in use
 
 
 _BY_CLASS: tuple[tuple[type[ClientError], ExitCode], ...] = (
@@ -37,6 +39,7 @@ _BY_CLASS: tuple[tuple[type[ClientError], ExitCode], ...] = (
     (ServerUnavailableError, ExitCode.UNAVAILABLE),
     (TLSError, ExitCode.TLS),
     (UnexpectedResponseError, ExitCode.BAD_RESPONSE),
+    (KeyInUseError, ExitCode.IN_USE),
 )
 
 
