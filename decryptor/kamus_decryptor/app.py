@@ -30,6 +30,7 @@ from kamus_kms.errors import (
     RequestError,
     UnavailableError,
 )
+from kamus_kms.legacy import PROVIDER_NAME as LEGACY_PROVIDER
 from kamus_kms.legacy import LegacyCiphertext, LegacyKamusKey, is_legacy
 from kamus_kms.offline import PROVIDER as SEALED
 from kamus_kms.offline import SealingKeys
@@ -61,6 +62,23 @@ def _bearer_token(environ: Mapping[str, Any]) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+class KeyLabels:
+    """Key ids as metric labels, at most ``limit`` distinct ones per process (then ``other``):
+    per-service-account KMS keys are one per scope, and a label per scope would not be bounded."""
+
+    def __init__(self, limit: int = 100) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def of(self, key_id: str) -> str:
+        if key_id in self._seen:
+            return key_id
+        if len(self._seen) >= self._limit:
+            return "other"
+        self._seen.add(key_id)
+        return key_id
+
+
 class Decryptor:
     """What the decryptor routes need, attached to the app."""
 
@@ -90,6 +108,13 @@ class Decryptor:
             ["action", "reason"],
             registry=registry,
         )
+        self.key_opens = Counter(
+            "kamus_decrypt_key_opens",
+            "Ciphertexts opened, by provider and key id (bounded: see KeyLabels)",
+            ["provider", "key_id"],
+            registry=registry,
+        )
+        self._key_labels = KeyLabels()
         self.legacy_opened = Counter(
             "kamus_legacy_ciphertexts_opened", "Original Kamus ciphertexts opened (to migrate)",
             registry=registry,
@@ -196,13 +221,20 @@ class Decryptor:
 
     def open_bytes(self, ciphertext: Parsed, caller: Caller) -> bytes:
         """The plaintext of one parsed ciphertext, for the caller's scope only."""
-        if isinstance(ciphertext, Ciphertext) and ciphertext.provider == SEALED:
-            return self.sealing_keys().open(ciphertext, caller.scope)
         if isinstance(ciphertext, LegacyCiphertext):
             assert self.legacy is not None
+            plaintext = self.legacy.open(ciphertext, caller.scope)
             self.legacy_opened.inc()
-            return self.legacy.open(ciphertext, caller.scope)
-        return self.sealer.open_parsed(ciphertext, caller.scope).plaintext
+            self.key_opens.labels(LEGACY_PROVIDER, "-").inc()
+            return plaintext
+        if ciphertext.provider == SEALED:
+            plaintext = self.sealing_keys().open(ciphertext, caller.scope)
+        else:
+            plaintext = self.sealer.open_parsed(ciphertext, caller.scope).plaintext
+        # A key's last use is visible (kamus-cli keys scan tells where ciphertexts are stored;
+        # this, which ones are still read).
+        self.key_opens.labels(ciphertext.provider, self._key_labels.of(ciphertext.key_id)).inc()
+        return plaintext
 
 
 def _text(plaintext: bytes) -> str:

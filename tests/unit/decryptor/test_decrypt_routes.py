@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry
 from reviewer_double import StaticReviewer
 
 from kamus_decryptor import create_app
+from kamus_decryptor.app import KeyLabels
+from kamus_kms.ciphertext import Ciphertext
 from kamus_kms.keyring import Keyring
 from kamus_kms.providers.local import LocalKeyringProvider
 from kamus_kms.scope import Scope
@@ -405,3 +407,22 @@ def test_no_raw_token_is_kept_by_the_review_cache_or_the_rate_limiter(
         assert not _holds(kept, TOKEN_A, set())
         assert not _holds(kept, garbage, set())
     assert _holds(decryptor.limiter, "token:", set())  # the walk does reach the keys
+
+
+def test_opens_are_counted_per_key_so_a_key_s_last_use_shows(
+    client: FlaskClient, ciphertext: str
+) -> None:
+    for _ in range(2):
+        response = client.post(
+            "/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer(TOKEN_A)
+        )
+        assert response.status_code == 200
+    key_id = Ciphertext.parse(ciphertext).key_id
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert f'kamus_decrypt_key_opens_total{{key_id="{key_id}",provider="local"}} 2.0' in metrics
+
+
+def test_key_labels_are_bounded() -> None:
+    labels = KeyLabels(limit=2)
+    assert [labels.of(k) for k in ("k1", "k2", "k3", "k1", "k4")] == ["k1", "k2", "other", "k1",
+                                                                       "other"]  # fmt: skip
