@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from kamus_cli import rewrapfiles
 from kamus_cli.connection import add_connection_arguments, checked_url, open_client
 from kamus_cli.destinations import add_output_arguments, check_output, emit
 from kamus_cli.inspection import read_ciphertext
@@ -56,6 +57,7 @@ examples:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_arguments(rewrap, environ, "the new ciphertext")
+    rewrapfiles.add_arguments(rewrap)
     rewrap.set_defaults(run=run_rewrap, parser=rewrap, environ=environ)
 
     decrypt = commands.add_parser(
@@ -103,10 +105,6 @@ def _add_arguments(
 
 
 def _token(args: argparse.Namespace, ciphertext: str) -> str:
-    if args.token_file is not None:
-        if args.kubeconfig is not None or args.context is not None:
-            raise InputError("--token-file excludes --kubeconfig and --context")
-        return read_token_file(args.token_file)
     namespace, service_account = args.namespace, args.service_account
     if ciphertext.startswith(PREFIX):
         try:
@@ -116,6 +114,14 @@ def _token(args: argparse.Namespace, ciphertext: str) -> str:
         if scope is not None:
             namespace = namespace or scope.namespace
             service_account = service_account or scope.service_account
+    return _token_for(args, namespace, service_account)
+
+
+def _token_for(args: argparse.Namespace, namespace: str | None, service_account: str | None) -> str:
+    if args.token_file is not None:
+        if args.kubeconfig is not None or args.context is not None:
+            raise InputError("--token-file excludes --kubeconfig and --context")
+        return read_token_file(args.token_file)
     if not namespace or not service_account:
         raise InputError(
             "cannot tell whose token to mint: pass --namespace and --service-account (a legacy"
@@ -135,8 +141,22 @@ def _token(args: argparse.Namespace, ciphertext: str) -> str:
 
 
 def run_rewrap(args: argparse.Namespace) -> None:
-    """Rewrap the ciphertext and print the new one."""
+    """Rewrap the ciphertext and print the new one (or, with --in-place, those in files)."""
     url = checked_url(args, sends="a ciphertext and a token", url_env=URL_ENV)
+    if args.in_place:
+        if args.ciphertext is not None or args.file is not None or args.output is not None:
+            raise InputError("--in-place rewrites files: it takes no ciphertext, -f or -o")
+        tokens: dict[tuple[str | None, str | None], str] = {}
+        with open_client(args, url) as client:
+
+            def rewrap(text: str, namespace: str | None, service_account: str | None) -> str:
+                scope = (namespace or args.namespace, service_account or args.service_account)
+                if scope not in tokens:
+                    tokens[scope] = _token_for(args, *scope)
+                return client.rewrap(text, token=tokens[scope])
+
+            rewrapfiles.rewrap_files(args, rewrap)
+        return
     check_output(args)
     ciphertext = read_ciphertext(args.ciphertext, args.file)
     token = _token(args, ciphertext)
