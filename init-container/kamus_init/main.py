@@ -37,6 +37,20 @@ def run(
         encrypted_files=settings.encrypted_files,
         skip=(settings.template.path,) if settings.template is not None else (),
     )
+    files = decrypt_and_render(settings, ciphertexts, backoff=backoff, clock=clock, sleep=sleep)
+    write_atomically(settings.decrypted_path, files, mode=settings.file_mode)
+    return len(ciphertexts)
+
+
+def decrypt_and_render(
+    settings: Settings,
+    ciphertexts: dict[str, str],
+    *,
+    backoff: Backoff | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, bytes]:
+    """The output files of ``ciphertexts``, decrypted in one batch (with retries)."""
     with KamusClient(
         settings.kamus_url,
         user_agent=user_agent(PROGRAM),
@@ -53,7 +67,7 @@ def run(
             attempt, deadline=settings.deadline, backoff=backoff, clock=clock, sleep=sleep
         )
     render = FORMATS[settings.output_format]
-    files = render(
+    return render(
         plaintexts,
         OutputSpec(
             file_name=settings.decrypted_file_name,
@@ -61,8 +75,6 @@ def run(
             raw_cfg_values=settings.raw_cfg_values,
         ),
     )
-    write_atomically(settings.decrypted_path, files, mode=settings.file_mode)
-    return len(plaintexts)
 
 
 def main(
@@ -76,6 +88,15 @@ def main(
 
     def call() -> int:
         settings = load_settings(argv, os.environ if environ is None else environ)
+        if settings.watch:
+            from kamus_init import snapshots, watch  # noqa: PLC0415 - the sidecar mode only
+
+            def publish(ciphertexts: dict[str, str]) -> int:
+                files = decrypt_and_render(settings, ciphertexts, clock=clock, sleep=sleep)
+                snapshots.publish(settings.decrypted_path, files, mode=settings.file_mode)
+                return len(ciphertexts)
+
+            return watch.watch(settings, publish, program=PROGRAM)
         count = run(settings, clock=clock, sleep=sleep)
         print(
             f"{PROGRAM}: wrote {count} decrypted item(s) to {settings.decrypted_path}"

@@ -26,6 +26,7 @@ DEFAULT_FILE_NAMES = {
 DEFAULT_FORMAT = "json"  # Kamus's default
 DEFAULT_FILE_MODE = 0o400
 DEFAULT_DEADLINE = 60.0
+DEFAULT_WATCH_INTERVAL = 5.0
 
 
 class Settings:
@@ -44,6 +45,8 @@ class Settings:
         "raw_cfg_values",
         "template",
         "token_path",
+        "watch",
+        "watch_interval",
     )
 
     def __init__(
@@ -61,6 +64,8 @@ class Settings:
         template: TemplateFile | None = None,
         ca_bundle: Path | None = None,
         raw_cfg_values: bool = False,
+        watch: bool = False,
+        watch_interval: float = DEFAULT_WATCH_INTERVAL,
     ) -> None:
         self.encrypted_folders = encrypted_folders
         self.decrypted_path = decrypted_path
@@ -74,6 +79,8 @@ class Settings:
         self.template = template
         self.ca_bundle = ca_bundle
         self.raw_cfg_values = raw_cfg_values
+        self.watch = watch
+        self.watch_interval = watch_interval
 
 
 def output_format(value: str) -> str:
@@ -168,6 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
         f" (default: ${environment.CA_BUNDLE})",
     )
     parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep running (a native sidecar): publish again whenever the ciphertexts change,"
+        " each time as one atomic snapshot behind ..data; stop on SIGTERM",
+    )
+    parser.add_argument(
+        "--watch-interval",
+        type=positive_seconds,
+        default=DEFAULT_WATCH_INTERVAL,
+        metavar="SECONDS",
+        help=f"how often --watch looks for changes (default: {DEFAULT_WATCH_INTERVAL:g})",
+    )
+    parser.add_argument(
         "--file-mode",
         type=file_mode,
         default=DEFAULT_FILE_MODE,
@@ -240,6 +260,8 @@ def load_settings(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Set
         template=template,
         ca_bundle=ca_bundle,
         raw_cfg_values=args.raw_cfg_values,
+        watch=args.watch,
+        watch_interval=args.watch_interval,
     )
 
 

@@ -1,0 +1,174 @@
+"""kamus-init --watch: a native sidecar republishing when the ConfigMap changes, atomically.
+
+The volumes are laid out and updated as the kubelet does (tests/support/configmap_mounts.py): a
+ConfigMap of ciphertexts and a projected service-account token, both swapped through ``..data``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from canned_server import CannedServer, error_reply
+from configmap_mounts import PREFIX, configmap_folder, echo, kubelet_update
+
+from kamus_init.main import decrypt_and_render
+from kamus_init.settings import load_settings
+from kamus_init.snapshots import publish
+from kamus_init.watch import watch
+
+KEYS = ("db-password", "api-key", "tls.key")
+
+
+def generation(number: int, keys: tuple[str, ...] = KEYS) -> dict[str, str]:
+    return {key: f"{PREFIX}gen{number}-{key}" for key in keys}
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def mounts(tmp_path: Path) -> tuple[Path, Path, Path]:
+    encrypted = configmap_folder(tmp_path / "encrypted", generation(1))
+    token = configmap_folder(tmp_path / "token-volume", {"token": "eyJ-token-one"})
+    return encrypted, token, tmp_path / "decrypted"
+
+
+@pytest.fixture
+def sidecar(
+    mounts: tuple[Path, Path, Path], decryptor: CannedServer
+) -> Iterator[tuple[threading.Event, list[str]]]:
+    encrypted, token, decrypted = mounts
+    environ = {"KAMUS_URL": decryptor.url, "TOKEN_FILE_PATH": str(token / "token")}
+    argv = ["-e", str(encrypted), "-d", str(decrypted), "-f", "files", "--watch",
+            "--watch-interval", "0.05", "--timeout", "1"]  # fmt: skip
+    settings = load_settings(argv, environ)
+    stop = threading.Event()
+    published: list[str] = []
+
+    def publish_files(ciphertexts: dict[str, str]) -> int:
+        files = decrypt_and_render(settings, ciphertexts)
+        publish(settings.decrypted_path, files, mode=settings.file_mode)
+        published.append(files["db-password"].decode())
+        return len(files)
+
+    thread = threading.Thread(target=watch, args=(settings, publish_files), kwargs={"stop": stop})
+    thread.start()
+    try:
+        wait_for(lambda: len(published) >= 1)
+        yield stop, published
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def snapshot(decrypted: Path) -> dict[str, str]:
+    """What a reader sees through ..data resolved once."""
+    current = decrypted / os.readlink(decrypted / "..data")
+    return {path.name: path.read_text() for path in current.iterdir()}
+
+
+def test_readers_never_see_a_mixed_or_partial_set_while_the_configmap_changes(
+    mounts: tuple[Path, Path, Path], sidecar: tuple[threading.Event, list[str]]
+) -> None:
+    encrypted, _, decrypted = mounts
+    _, published = sidecar
+    seen: set[int] = set()
+    problems: list[str] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            try:
+                values = snapshot(decrypted)
+            except FileNotFoundError:
+                continue  # an old snapshot removed between readlink and open: read again
+            generations = {value.split("-", 1)[0] for value in values.values()}
+            if len(generations) != 1 or set(values) != set(KEYS):
+                problems.append(repr(values))
+            seen.update(int(g.removeprefix("gen")) for g in generations)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for number in range(2, 7):
+        kubelet_update(encrypted, generation(number))
+        wait_for(lambda number=number: published[-1] == f"gen{number}-db-password")  # type: ignore[misc]
+    done.set()
+    thread.join(10)
+
+    assert problems == []
+    assert len(seen) >= 3
+    # The visible names follow ..data: the app reads plain paths.
+    assert (decrypted / "api-key").read_text() == "gen6-api-key"
+    assert oct((decrypted / "..data").lstat().st_mode)[-3:] == "777"  # a symlink
+    assert len([p for p in decrypted.iterdir() if p.name.startswith("..2")]) == 1
+
+
+def test_a_failure_keeps_the_last_files_and_a_later_change_recovers(
+    mounts: tuple[Path, Path, Path],
+    sidecar: tuple[threading.Event, list[str]],
+    decryptor: CannedServer,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    encrypted, _, decrypted = mounts
+    _, published = sidecar
+    decryptor.otherwise = error_reply(403, "scope_mismatch", "not yours")
+    kubelet_update(encrypted, generation(2))
+    wait_for(lambda: "the last published files are kept" in capfd.readouterr().err)
+    assert snapshot(decrypted)["db-password"] == "gen1-db-password"
+
+    decryptor.otherwise = echo
+    kubelet_update(encrypted, generation(3))
+    wait_for(lambda: published[-1] == "gen3-db-password")
+    assert snapshot(decrypted)["tls.key"] == "gen3-tls.key"
+
+
+def test_the_refreshed_token_is_sent_and_removed_keys_disappear(
+    mounts: tuple[Path, Path, Path],
+    sidecar: tuple[threading.Event, list[str]],
+    decryptor: CannedServer,
+) -> None:
+    encrypted, token, decrypted = mounts
+    _, published = sidecar
+    kubelet_update(token, {"token": "eyJ-token-two"})
+    kubelet_update(encrypted, generation(2, ("db-password", "api-key")))
+    wait_for(lambda: published[-1] == "gen2-db-password")
+
+    assert decryptor.requests[-1].headers["Authorization"] == "Bearer eyJ-token-two"
+    assert sorted(p.name for p in decrypted.iterdir() if not p.name.startswith("..")) == [
+        "api-key",
+        "db-password",
+    ]
+
+
+def test_sigterm_stops_the_sidecar_cleanly(
+    mounts: tuple[Path, Path, Path], decryptor: CannedServer
+) -> None:
+    encrypted, token, decrypted = mounts
+    env = {**os.environ, "KAMUS_URL": decryptor.url, "TOKEN_FILE_PATH": str(token / "token"),
+           "NO_PROXY": "127.0.0.1"}  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kamus_init.main", "-e", str(encrypted), "-d", str(decrypted),
+         "-f", "json", "--watch", "--watch-interval", "0.1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for((decrypted / "config.json").exists)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert "published 3 decrypted item(s)" in out
+    assert out.rstrip().endswith("kamus-init: stopping")
