@@ -56,12 +56,14 @@ def test_every_object_of_the_chart_is_admitted(
     assert refusals(apiserver, manifests(case), NAMESPACE) == []
 
 
+@pytest.mark.parametrize("watch", [False, True], ids=["init", "native-sidecar"])
 def test_the_example_workload_is_admitted(
-    apiserver: KubeAPIServer, objects_of: Callable[..., list[dict[str, Any]]]
+    apiserver: KubeAPIServer, objects_of: Callable[..., list[dict[str, Any]]], watch: bool
 ) -> None:
     example = objects_of(
-        EXAMPLE_CHART, EXAMPLE_VALUES, release="example", namespace=EXAMPLE_NAMESPACE
-    )
+        EXAMPLE_CHART, {**EXAMPLE_VALUES, "watch": watch}, release="example",
+        namespace=EXAMPLE_NAMESPACE,
+    )  # fmt: skip
     assert refusals(apiserver, example, EXAMPLE_NAMESPACE) == []
 
 

@@ -195,3 +195,18 @@ def test_example_with_tls_refuses_what_kamus_init_could_not_use(
 ) -> None:
     with pytest.raises(helm.HelmRenderError, match=message):
         render({"tls": tls, **extra}, EXAMPLE)
+
+
+def test_example_with_watch_runs_kamus_init_as_a_native_sidecar(render: Render) -> None:
+    manifests = render_example({"secrets": CIPHERTEXTS, "watch": True})
+    report = helm.lint(EXAMPLE, {"secrets": CIPHERTEXTS, "watch": True}, strict=True,
+                       namespace="team-a")  # fmt: skip
+    assert report["errors"] == []
+    version = kubernetes_validate.latest_version()
+    for manifest in manifests:
+        kubernetes_validate.validate(manifest, version, strict=True)
+    spec = by_kind(manifests, "Deployment")["spec"]["template"]["spec"]
+    (init,) = spec["initContainers"]
+    assert init["restartPolicy"] == "Always"
+    assert init["args"][-1] == "--watch"
+    assert init["startupProbe"]["exec"]["command"] == ["test", "-e", "/decrypted/..data"]
