@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from kamus_client import environment
-from kamus_client.errors import InputError
+from kamus_client.errors import InputError, OutputError
 from kamus_client.exitcodes import ExitCode
 from kamus_client.program import run_program
 from kamus_kms.auditchain import escape_unsafe, json_line, read_records, verify
+from kamus_kms.auditsign import load_public, public_text, verify_public, witnessed_checkpoints
+from kamus_kms.errors import ConfigurationError
 
 PROGRAM = "kamus-audit"
 KEY_ENV = environment.AUDIT_KEY
@@ -64,8 +66,28 @@ def build_parser() -> argparse.ArgumentParser:
             f" (32+ bytes) from --key-file, ${KEY_ENV} or ${KEY_ENV}_FILE."
         ),
     )
-    check.add_argument("file", type=Path)
+    check.add_argument(
+        "file",
+        type=Path,
+        nargs="+",
+        help="audit files, or folders of per-process chains (KAMUS_AUDIT_DIR)",
+    )
     check.add_argument("--key-file", type=Path, help="file holding the base64 audit key")
+    check.add_argument(
+        "--public-key",
+        type=Path,
+        metavar="FILE",
+        help="verify with the checkpoints' public signing key instead of the audit key",
+    )
+    check.add_argument(
+        "--witness",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="LOG",
+        help="with --public-key: the decryptor's stdout log (checkpoints it printed), to detect"
+        " records removed from the end; repeatable",
+    )
     check.add_argument(
         "--head",
         type=_head,
@@ -74,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
         " deleted from the end",
     )
     check.set_defaults(run=_verify)
+
+    signing = commands.add_parser(
+        "signing-key",
+        help="make an Ed25519 key for signed checkpoints",
+        description="Make the decryptor's checkpoint signing key (KAMUS_AUDIT_SIGNING_KEY).",
+    )
+    signing_actions = signing.add_subparsers(dest="action", required=True, metavar="ACTION")
+    new_key = signing_actions.add_parser("new", help="write a new private key, print the public")
+    new_key.add_argument("file", type=Path, help="where the private key goes (mode 0600)")
+    new_key.set_defaults(run=_new_signing_key)
 
     query = commands.add_parser(
         "query", help="list the events that match filters", description="List matching events."
@@ -141,16 +173,88 @@ def load_key(key_file: Path | None, environ: Mapping[str, str]) -> bytes:
     raise InputError(f"no audit key: pass --key-file or set {KEY_ENV} or {KEY_ENV}_FILE")
 
 
+def _chains(paths: Sequence[Path]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(path.glob("*.jsonl")))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise InputError(f"cannot read {path}: No such file or directory")
+    if not found:
+        raise InputError("no audit chain found (folders are searched for *.jsonl)")
+    return found
+
+
 def _verify(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode:
+    chains = _chains(args.file)
+    if args.public_key is not None:
+        return _verify_public(args, chains)
     key = load_key(args.key_file, environ)
+    tampered = False
+    for path in chains:
+        name = f"{path}: " if len(chains) > 1 else ""
+        try:
+            result = verify(path, key, head=args.head)
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+        if not result.ok:
+            print(f"{name}TAMPERED: line {result.line}: {result.problem}")
+            tampered = True
+        else:
+            print(f"{name}OK: {result.records} records, head {result.last_seq}:{result.last_mac}")
+    return ExitCode.TAMPERED if tampered else ExitCode.OK
+
+
+def _verify_public(args: argparse.Namespace, chains: list[Path]) -> ExitCode:
     try:
-        result = verify(args.file, key, head=args.head)
+        public = load_public(args.public_key.read_text(encoding="ascii"))
+        witnessed = [
+            checkpoint
+            for log in args.witness
+            for checkpoint in witnessed_checkpoints(log.read_text("utf-8", "replace").splitlines())
+        ]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the public key or a witness log: {exc}") from exc
+    except ConfigurationError as exc:
+        raise InputError(str(exc)) from exc
+    tampered = False
+    for path in chains:
+        try:
+            result = verify_public(path, public, witnessed)
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+        if not result.ok:
+            tampered = True
+            for problem in result.problems:
+                print(f"{path}: TAMPERED: {problem}")
+            continue
+        tail = (f"; {result.uncovered} record(s) after the last checkpoint not yet signed"
+                if result.uncovered else "")  # fmt: skip
+        print(f"{path}: OK: {result.records} records, {result.checkpoints} signed"
+              f" checkpoint(s){tail}")  # fmt: skip
+    return ExitCode.TAMPERED if tampered else ExitCode.OK
+
+
+def _new_signing_key(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+        Ed25519PrivateKey,
+    )
+
+    private = Ed25519PrivateKey.generate()
+    seed = base64.b64encode(private.private_bytes_raw()).decode("ascii")
+    try:
+        fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as stream:
+            stream.write(seed + "\n")
+    except FileExistsError as exc:
+        raise OutputError(f"{args.file} exists; refusing to replace a signing key") from exc
     except OSError as exc:
-        raise InputError(f"cannot read {args.file}: {exc.strerror}") from exc
-    if not result.ok:
-        print(f"TAMPERED: line {result.line}: {result.problem}")
-        return ExitCode.TAMPERED
-    print(f"OK: {result.records} records, head {result.last_seq}:{result.last_mac}")
+        raise OutputError(f"cannot write {args.file}: {exc.strerror}") from exc
+    print(public_text(private.public_key()))
+    print(f"{PROGRAM}: wrote the private key to {args.file}; the line above is the public key"
+          " (keep it where auditors can read it)", file=sys.stderr)  # fmt: skip
     return ExitCode.OK
 
 

@@ -10,7 +10,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, Counter
 
 from kamus_decryptor.audit import AuditEvent, AuditTrail, outcome_of
-from kamus_decryptor.auditfile import AuditFile
+from kamus_decryptor.auditfile import AuditDirectory, AuditFile
 from kamus_decryptor.jwks import OfflineTokenCheck, PrecheckedTokenReviewer
 from kamus_decryptor.openapi import OPENAPI
 from kamus_decryptor.ratelimit import FailureLimiter
@@ -22,6 +22,7 @@ from kamus_decryptor.tokenreview import (
     TokenReviewer,
     api_client,
 )
+from kamus_kms.auditsign import load_private
 from kamus_kms.ciphertext import Ciphertext
 from kamus_kms.errors import (
     AuditWriteError,
@@ -44,7 +45,7 @@ from kamus_service.errors import (
     RateLimitedError,
 )
 from kamus_service.keys import audit_key_from_settings
-from kamus_service.logs import configure_logging
+from kamus_service.logs import configure_logging, write_event
 from kamus_service.providers import provider_from_settings, sealer_from_settings
 from kamus_service.settings import Settings, exit_on_configuration_error, load_settings
 from kamus_service.webapp import CLIENT_REQUEST_ID, REQUEST_ID, new_app
@@ -314,6 +315,28 @@ def _reviewer(settings: Settings, metrics: ReviewMetrics) -> TokenReviewer:
     return reviewer
 
 
+def _audit_file(settings: Settings, audit_key: bytes) -> AuditFile | AuditDirectory | None:
+    with exit_on_configuration_error("kamus-decryptor"):
+        signer = load_private(settings.audit_signing_key) if settings.audit_signing_key else None
+
+    def witness(checkpoint: dict[str, Any]) -> None:
+        # The log pipeline keeps what the file's owner cannot rewrite.
+        write_event("kamus.audit", "audit_checkpoint", {"checkpoint": checkpoint})
+
+    options: dict[str, Any] = {
+        "fsync": settings.audit_fsync,
+        "signer": signer,
+        "checkpoint_records": settings.audit_checkpoint_records,
+        "checkpoint_seconds": settings.audit_checkpoint_seconds,
+        "witness": witness,
+    }
+    if settings.audit_dir is not None:
+        return AuditDirectory(settings.audit_dir, audit_key, **options)
+    if settings.audit_file is not None:
+        return AuditFile(settings.audit_file, audit_key, **options)
+    return None
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -346,11 +369,7 @@ def create_app(
     with exit_on_configuration_error("kamus-decryptor"):
         sealing = SealingKeyring.parse(settings.sealing_keys) if settings.sealing_keys else None
     audit_key = audit_key_from_settings(settings)
-    audit_file = (
-        AuditFile(settings.audit_file, audit_key, fsync=settings.audit_fsync)
-        if settings.audit_file is not None
-        else None
-    )
+    audit_file = _audit_file(settings, audit_key)
     app = new_app(
         "kamus_decryptor",
         settings,

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from kamus_decryptor.auditfile import AuditFile
+from kamus_decryptor.auditfile import AuditDirectory, AuditFile
 from kamus_decryptor.tokenreview import Caller
 from kamus_kms.ciphertext import Ciphertext
 from kamus_kms.errors import AuditWriteError, KamusError, UnavailableError
@@ -88,7 +88,7 @@ class AuditTrail:
         self,
         fingerprint_key: bytes,
         *,
-        file: AuditFile | None = None,
+        file: AuditFile | AuditDirectory | None = None,
         fail_closed: bool = True,
     ) -> None:
         self._key = fingerprint_key

@@ -467,6 +467,33 @@ class Settings:
         parse=Path,
         services=DECRYPTOR,
     )
+    audit_dir: Path | None = _var(
+        None,
+        "A folder where each decryptor process appends its own audit chain, "
+        "`<pod>-<pid>.jsonl` (replicas share no file); instead of `KAMUS_AUDIT_FILE`.",
+        parse=Path,
+        services=DECRYPTOR,
+    )
+    audit_signing_key: str | None = _var(
+        None,
+        "Base64 Ed25519 seed (`kamus-audit signing-key new`): the audit chain gets signed "
+        "checkpoints, also printed on stdout, and `kamus-audit verify --public-key` checks it "
+        "without the audit key ([docs/AUDIT.md](docs/AUDIT.md)).",
+        services=DECRYPTOR,
+        secret=True,
+    )
+    audit_checkpoint_records: int = _var(
+        100,
+        "A signed checkpoint after this many records (per process).",
+        parse=_positive_int,
+        services=DECRYPTOR,
+    )
+    audit_checkpoint_seconds: float = _var(
+        60.0,
+        "A signed checkpoint at least this often while records are written (per process).",
+        parse=_positive_float,
+        services=DECRYPTOR,
+    )
     audit_policy: AuditPolicy = _var(
         AuditPolicy.FAIL_CLOSED,
         "When the audit file cannot be written: `fail-closed` answers 503 and returns no "
@@ -629,6 +656,12 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
             for name in required
             if name not in values and name not in invalid
         )
+    if values.get("audit_file") is not None and values.get("audit_dir") is not None:
+        problems.append("set KAMUS_AUDIT_FILE or KAMUS_AUDIT_DIR, not both")
+    if values.get("audit_signing_key") and not (
+        values.get("audit_file") or values.get("audit_dir")
+    ):
+        problems.append("KAMUS_AUDIT_SIGNING_KEY needs KAMUS_AUDIT_DIR or KAMUS_AUDIT_FILE")
     if problems:
         raise ConfigurationError(problems)
     return Settings(service=service, **values)

@@ -1,0 +1,194 @@
+"""Audit verifiable without the forging key: the public hash chain, signed checkpoints, witnesses
+and per-process chains (kamus_kms.auditsign, kamus_decryptor.auditfile)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from kamus_cli.audit import main as audit_main
+from kamus_client.exitcodes import ExitCode
+from kamus_decryptor.auditfile import AuditDirectory, AuditFile
+from kamus_kms.auditchain import verify
+from kamus_kms.auditsign import public_text, record_hash, verify_public
+
+SampleEvent = Callable[[int], dict[str, Any]]
+
+
+@pytest.fixture
+def signer() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def write(
+    path: Path, key: bytes, signer: Ed25519PrivateKey, events: int, sample: SampleEvent,
+    witnessed: list[dict[str, Any]] | None = None,
+) -> AuditFile:  # fmt: skip
+    log = AuditFile(path, key, fsync=False, signer=signer, checkpoint_records=3,
+                    checkpoint_seconds=3600,
+                    witness=witnessed.append if witnessed is not None else None)  # fmt: skip
+    for number in range(1, events + 1):
+        log.append(sample(number))
+    return log
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines(keepends=True)
+
+
+def test_checkpoints_are_signed_every_n_records_and_verify_with_the_public_key_only(
+    tmp_path: Path, key: bytes, signer: Ed25519PrivateKey, sample_event: SampleEvent
+) -> None:
+    path = tmp_path / "chain.jsonl"
+    witnessed: list[dict[str, Any]] = []
+    write(path, key, signer, 7, sample_event, witnessed)
+
+    records = [json.loads(line) for line in lines(path)]
+    checkpoints = [r for r in records if r.get("event") == "checkpoint"]
+    # Events 1-3 are seq 1-3, signed by the checkpoint at seq 4; events 4-6 are seq 5-7, signed
+    # at seq 8; event 7 is seq 9, not signed yet.
+    assert [c["checkpoint"]["seq"] for c in checkpoints] == [3, 7]
+    assert [c["checkpoint"] for c in checkpoints] == witnessed
+    result = verify_public(path, signer.public_key())
+    assert result.ok, result.problems
+    assert (result.records, result.checkpoints, result.uncovered) == (9, 2, 1)
+    assert verify(path, key).ok  # the HMAC chain still verifies with the audit key
+
+
+def test_an_edit_is_found_without_any_key(
+    tmp_path: Path, key: bytes, signer: Ed25519PrivateKey, sample_event: SampleEvent
+) -> None:
+    path = tmp_path / "chain.jsonl"
+    write(path, key, signer, 5, sample_event)
+    content = lines(path)
+    content[1] = content[1].replace('"outcome":"allowed"', '"outcome":"denied"')
+    path.write_text("".join(content))
+    (problem,) = verify_public(path, signer.public_key()).problems
+    assert problem.startswith("line 2: edited")
+
+
+def test_rewriting_the_chain_without_the_signing_key_breaks_a_checkpoint(
+    tmp_path: Path, key: bytes, signer: Ed25519PrivateKey, sample_event: SampleEvent
+) -> None:
+    # Whoever can write the file recomputes every public hash after an edit: only the signed
+    # checkpoint, which they cannot re-sign, tells.
+    path = tmp_path / "chain.jsonl"
+    write(path, key, signer, 5, sample_event)
+    records = [json.loads(line) for line in lines(path)]
+    records[0]["outcome"] = "denied"
+    previous = "0" * 64
+    for record in records:
+        record["hash"] = record_hash(previous, record)
+        previous = record["hash"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (problem,) = verify_public(path, signer.public_key()).problems
+    assert "differ from what the checkpoint signed" in problem
+
+
+def test_records_removed_from_the_end_are_found_against_a_witnessed_checkpoint(
+    tmp_path: Path, key: bytes, signer: Ed25519PrivateKey, sample_event: SampleEvent
+) -> None:
+    path = tmp_path / "chain.jsonl"
+    witnessed: list[dict[str, Any]] = []
+    write(path, key, signer, 7, sample_event, witnessed)
+    path.write_text("".join(lines(path)[:5]))  # the second checkpoint and after: gone
+
+    alone = verify_public(path, signer.public_key())
+    assert alone.ok  # the file alone cannot tell
+    assert alone.uncovered == 1
+    (problem,) = verify_public(path, signer.public_key(), witnessed).problems
+    assert problem == "deleted: seq 6..7 missing at the end (a witnessed checkpoint signed seq 7)"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda ls: [ls[0], ls[2], ls[1], *ls[3:]], "deleted or reordered"),
+        (lambda ls: [*ls[:2], ls[1], *ls[2:]], "inserted: a repeated sequence number"),
+        (lambda ls: [ls[0], *ls[2:]], "deleted or reordered"),
+    ],
+    ids=["reordered", "duplicated", "deleted"],
+)
+def test_reordering_insertion_and_deletion_are_found(
+    tmp_path: Path, key: bytes, signer: Ed25519PrivateKey, sample_event: SampleEvent,
+    change: Callable[[list[str]], list[str]], expected: str,
+) -> None:  # fmt: skip
+    path = tmp_path / "chain.jsonl"
+    write(path, key, signer, 5, sample_event)
+    path.write_text("".join(change(lines(path))))
+    (problem,) = verify_public(path, signer.public_key()).problems
+    assert expected in problem
+
+
+def test_a_checkpoint_signed_by_another_key_is_a_forgery(
+    tmp_path: Path, key: bytes, signer: Ed25519PrivateKey, sample_event: SampleEvent
+) -> None:
+    path = tmp_path / "chain.jsonl"
+    write(path, key, Ed25519PrivateKey.generate(), 4, sample_event)
+    (problem,) = verify_public(path, signer.public_key()).problems
+    assert "forged checkpoint" in problem
+
+
+def test_a_checkpoint_is_written_after_t_seconds_without_further_records(
+    tmp_path: Path, key: bytes, signer: Ed25519PrivateKey, sample_event: SampleEvent
+) -> None:
+    path = tmp_path / "chain.jsonl"
+    log = AuditFile(path, key, fsync=False, signer=signer, checkpoint_records=1000,
+                    checkpoint_seconds=0.2)  # fmt: skip
+    log.append(sample_event(1))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(lines(path)) < 2:
+        time.sleep(0.05)
+    assert json.loads(lines(path)[1])["checkpoint"]["seq"] == 1
+    assert verify_public(path, signer.public_key()).uncovered == 0
+
+
+def test_each_process_writes_a_chain_of_its_own(
+    tmp_path: Path, key: bytes, signer: Ed25519PrivateKey, sample_event: SampleEvent,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("HOSTNAME", "kamus-decryptor-7d9f")
+    folder = AuditDirectory(tmp_path, key, fsync=False, signer=signer, checkpoint_records=2)
+    for pid in (101, 102):
+        monkeypatch.setattr("kamus_decryptor.auditfile.os.getpid", lambda pid=pid: pid)
+        for number in range(3):
+            folder.append(sample_event(number))
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert names == ["kamus-decryptor-7d9f-101.jsonl", "kamus-decryptor-7d9f-102.jsonl"]
+    for path in tmp_path.iterdir():
+        assert verify_public(path, signer.public_key()).ok
+
+
+def test_kamus_audit_verifies_a_folder_with_the_public_key(
+    tmp_path: Path, key: bytes, sample_event: SampleEvent, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = tmp_path / "signing.key"
+    assert audit_main(["signing-key", "new", str(key_file)], {}) == ExitCode.OK
+    public = capsys.readouterr().out.strip()
+    (tmp_path / "signing.pub").write_text(public + "\n")
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    private = Ed25519PrivateKey.from_private_bytes(
+        __import__("base64").b64decode(key_file.read_text())
+    )
+    assert public_text(private.public_key()) == public
+    chains = tmp_path / "chains"
+    chains.mkdir()
+    write(chains / "pod-a-1.jsonl", key, private, 4, sample_event)
+    write(chains / "pod-b-1.jsonl", key, private, 2, sample_event)
+
+    argv = ["verify", str(chains), "--public-key", str(tmp_path / "signing.pub")]
+    assert audit_main(argv, {}) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "pod-a-1.jsonl: OK: 5 records, 1 signed checkpoint(s)" in out
+    assert "pod-b-1.jsonl: OK: 2 records, 0 signed checkpoint(s); 2 record(s)" in out
+
+    tampered = chains / "pod-a-1.jsonl"
+    tampered.write_text(tampered.read_text().replace("req-1", "req-9"))
+    assert audit_main(argv, {}) == ExitCode.TAMPERED
+    assert "pod-a-1.jsonl: TAMPERED: line 1: edited" in capsys.readouterr().out
