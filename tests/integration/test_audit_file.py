@@ -106,3 +106,43 @@ def test_an_unwritable_audit_file_follows_the_policy(
         assert "audited-secret" not in response.text
     else:
         assert response.text == "audited-secret"
+
+
+def test_per_worker_chains_with_signed_checkpoints_verify_with_the_public_key_and_witness(
+    service_env: dict[str, str], tmp_path: Path, token: TokenFactory, ciphertext: str
+) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    made = _kamus_audit(service_env, "signing-key", "new", str(keys / "signing.key"))
+    assert made.returncode == 0, made.stderr
+    (keys / "signing.pub").write_text(made.stdout)
+    chains = tmp_path / "chains"
+    chains.mkdir()
+    env = {**service_env} | {
+        "KAMUS_AUDIT_DIR": str(chains),
+        "KAMUS_AUDIT_SIGNING_KEY_FILE": str(keys / "signing.key"),
+        "KAMUS_AUDIT_CHECKPOINT_RECORDS": "3",
+    }
+    good = token("audit-ns", "app")
+    with gunicorn("kamus_decryptor:create_app()", env, tmp_path / "logs", workers=2) as service:
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(lambda _: _post(service, good, ciphertext), range(24)))
+        stdout = service.stdout.read_text()
+    assert statuses == [200] * 24
+    files = sorted(chains.glob("*.jsonl"))
+    assert 1 <= len(files) <= 2  # one chain per worker process that served a request
+    (tmp_path / "stdout.log").write_text(stdout)
+    assert '"audit_checkpoint"' in stdout
+
+    argv = ["verify", str(chains), "--public-key", str(keys / "signing.pub"),
+            "--witness", str(tmp_path / "stdout.log")]  # fmt: skip
+    checked = _kamus_audit(service_env, *argv)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.count(": OK: ") == len(files)
+
+    # Cut the end of one chain: the witnessed checkpoints on stdout show it.
+    victim = files[0]
+    victim.write_text("".join(victim.read_text().splitlines(keepends=True)[:2]))
+    cut = _kamus_audit(service_env, *argv)
+    assert cut.returncode == 9
+    assert "missing at the end (a witnessed checkpoint" in cut.stdout
