@@ -183,7 +183,12 @@ CASES: dict[str, Values] = {
     "audit-file-pvc": {
         **EXISTING_KEYS,
         "decryptor": {
-            "auditFile": {"enabled": True, "existingClaim": "kamus-audit", "policy": "best-effort"}
+            "auditFile": {
+                "enabled": True,
+                "existingClaim": "kamus-audit",
+                "policy": "best-effort",
+                "signingKey": {"existingSecret": {"name": "kamus-audit-signing"}},
+            }
         },
     },
     "hybrid-tokens": {

@@ -172,7 +172,7 @@ def test_replicas_are_spread_over_nodes_and_zones(case: str, manifests: Manifest
             assert selected == deployment["spec"]["selector"]["matchLabels"]
 
 
-def test_audit_file_lives_on_its_own_volume_one_file_per_pod(manifests: Manifests) -> None:
+def test_audit_chains_live_on_their_own_volume_one_file_per_process(manifests: Manifests) -> None:
     for case, kind in (
         ("audit-file-emptydir", "emptyDir"),
         ("audit-file-pvc", "persistentVolumeClaim"),
@@ -180,13 +180,11 @@ def test_audit_file_lives_on_its_own_volume_one_file_per_pod(manifests: Manifest
         spec = pod_specs(manifests(case))["kamus-decryptor"]
         (container,) = spec["containers"]
         env = {v["name"]: v for v in container["env"]}
-        assert env["KAMUS_AUDIT_FILE"]["value"] == "/var/log/kamus/$(POD_NAME).jsonl"
-        assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-        # Kubernetes expands $(POD_NAME) only from variables defined before it.
-        names = [v["name"] for v in container["env"]]
-        assert names.index("POD_NAME") < names.index("KAMUS_AUDIT_FILE")
+        # Each worker writes <pod>-<pid>.jsonl there (HOSTNAME is the pod's name).
+        assert env["KAMUS_AUDIT_DIR"]["value"] == "/var/log/kamus"
+        assert "KAMUS_AUDIT_FILE" not in env
         (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/var/log/kamus"]
         volume = {v["name"]: v for v in spec["volumes"]}[mount["name"]]
         assert kind in volume
     encryptor = pod_specs(manifests("audit-file-pvc"))["kamus-encryptor"]
-    assert "KAMUS_AUDIT_FILE" not in {v["name"] for v in encryptor["containers"][0]["env"]}
+    assert "KAMUS_AUDIT_DIR" not in {v["name"] for v in encryptor["containers"][0]["env"]}

@@ -26,6 +26,9 @@ NOT_EXPOSED = {
     "KUBECONFIG",
     "GCP_INSECURE_ENDPOINT",
     "AZURE_CA_CERT",
+    # The chart writes per-process chains into KAMUS_AUDIT_DIR; the single file is for other
+    # deployments.
+    "AUDIT_FILE",
     "AZURE_VERIFY_CHALLENGE_RESOURCE",
 }
 

@@ -149,6 +149,9 @@ components need it. Only files the configuration uses are listed.
 {{- if .Values.sealingKeys.existingSecret.name }}
 - {volume: sealing-keys, secret: {{ .Values.sealingKeys.existingSecret.name | quote }}, key: {{ .Values.sealingKeys.existingSecret.key | quote }}, dir: /etc/kamus/keys/sealing, file: sealing-keys.json, env: KAMUS_SEALING_KEYS_FILE, components: [encryptor, decryptor]}
 {{- end }}
+{{- if and .Values.decryptor.auditFile.enabled .Values.decryptor.auditFile.signingKey.existingSecret.name }}
+- {volume: audit-signing-key, secret: {{ .Values.decryptor.auditFile.signingKey.existingSecret.name | quote }}, key: {{ .Values.decryptor.auditFile.signingKey.existingSecret.key | quote }}, dir: /etc/kamus/keys/audit-signing, file: signing.key, env: KAMUS_AUDIT_SIGNING_KEY_FILE, components: [decryptor]}
+{{- end }}
 {{- if .Values.decryptor.legacyKey.existingSecret.name }}
 - {volume: legacy-key, secret: {{ .Values.decryptor.legacyKey.existingSecret.name | quote }}, key: {{ .Values.decryptor.legacyKey.existingSecret.key | quote }}, dir: /etc/kamus/keys/legacy, file: legacy.key, env: KAMUS_LEGACY_KEY_FILE, components: [decryptor]}
 {{- end }}
@@ -350,12 +353,12 @@ components need it. Only files the configuration uses are listed.
   value: {{ $c.legacyKey.keyDerivation | toString | quote }}
 {{- end }}
 {{- if $c.auditFile.enabled }}
-- name: POD_NAME
-  valueFrom:
-    fieldRef:
-      fieldPath: metadata.name
-- name: KAMUS_AUDIT_FILE
-  value: /var/log/kamus/$(POD_NAME).jsonl
+- name: KAMUS_AUDIT_DIR
+  value: /var/log/kamus
+- name: KAMUS_AUDIT_CHECKPOINT_RECORDS
+  value: {{ $c.auditFile.checkpointRecords | int | quote }}
+- name: KAMUS_AUDIT_CHECKPOINT_SECONDS
+  value: {{ $c.auditFile.checkpointSeconds | quote }}
 - name: KAMUS_AUDIT_POLICY
   value: {{ $c.auditFile.policy | quote }}
 - name: KAMUS_AUDIT_FSYNC
