@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, Counter
@@ -53,6 +53,7 @@ from kamus_service.webapp import CLIENT_REQUEST_ID, REQUEST_ID, new_app
 routes = Blueprint("decryptor", __name__)
 Parsed = Ciphertext | LegacyCiphertext
 T = TypeVar("T")
+L = TypeVar("L", str, tuple[str, str])
 _MAX_ITEM_NAME = 253
 _TEXT = "text/plain; charset=utf-8"
 
@@ -63,21 +64,31 @@ def _bearer_token(environ: Mapping[str, Any]) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-class KeyLabels:
-    """Key ids as metric labels, at most ``limit`` distinct ones per process (then ``other``):
-    per-service-account KMS keys are one per scope, and a label per scope would not be bounded."""
+class BoundedLabels(Generic[L]):
+    """Label values of one metric, at most ``limit`` distinct ones per process (then ``other``).
 
-    def __init__(self, limit: int = 100) -> None:
+    Key ids (per-service-account KMS keys are one per scope) and callers' scopes are bounded only
+    by the cluster, and every distinct label value is a time series kept forever.
+    """
+
+    def __init__(self, other: L, limit: int = 100) -> None:
+        self._other: L = other
         self._limit = limit
-        self._seen: set[str] = set()
+        self._seen: set[L] = set()
 
-    def of(self, key_id: str) -> str:
-        if key_id in self._seen:
-            return key_id
+    def of(self, value: L) -> L:
+        if value in self._seen:
+            return value
         if len(self._seen) >= self._limit:
-            return "other"
-        self._seen.add(key_id)
-        return key_id
+            return self._other
+        self._seen.add(value)
+        return value
+
+
+# Label values of denials no verified caller is known for, and of callers past the bound: neither
+# is a valid namespace or service-account name (DNS labels), so none can be mistaken for one.
+UNVERIFIED = "(unverified)"
+OTHER_CALLERS = "(other)"
 
 
 class Decryptor:
@@ -111,11 +122,20 @@ class Decryptor:
         )
         self.key_opens = Counter(
             "kamus_decrypt_key_opens",
-            "Ciphertexts opened, by provider and key id (bounded: see KeyLabels)",
+            "Ciphertexts opened, by provider and key id (at most 100 key ids, then `other`)",
             ["provider", "key_id"],
             registry=registry,
         )
-        self._key_labels = KeyLabels()
+        self._key_labels = BoundedLabels("other")
+        # Who is refused, for alerts on one scope probing others: the verified caller's namespace
+        # and service account (UNVERIFIED before a token is verified), at most 200 of them.
+        self.denials = Counter(
+            "kamus_decrypt_denials",
+            "Refused decryptor attempts by caller namespace, service account and reason",
+            ["namespace", "service_account", "reason"],
+            registry=registry,
+        )
+        self._denied_callers = BoundedLabels((OTHER_CALLERS, OTHER_CALLERS), limit=200)
         self.legacy_opened = Counter(
             "kamus_legacy_ciphertexts_opened", "Original Kamus ciphertexts opened (to migrate)",
             registry=registry,
@@ -152,18 +172,24 @@ class Decryptor:
             if isinstance(exc, RequestError) and not isinstance(exc, RateLimitedError):
                 self.limiter.record_failure(budget)
             self.audit.emit(event, exc)
-            self._count(action, exc)
+            self._count(action, event, exc)
             raise
         try:
             self.audit.emit(event, None)
         except AuditWriteError as exc:
-            self._count(action, exc)
+            self._count(action, event, exc)
             raise
-        self._count(action, None)
+        self._count(action, event, None)
         return result
 
-    def _count(self, action: str, error: Exception | None) -> None:
-        self.outcomes.labels(action, outcome_of(error)[1]).inc()
+    def _count(self, action: str, event: AuditEvent, error: Exception | None) -> None:
+        outcome, reason = outcome_of(error)
+        self.outcomes.labels(action, reason).inc()
+        if outcome == "denied":
+            scope = event.scope
+            caller = (scope.namespace, scope.service_account) if scope else (UNVERIFIED, UNVERIFIED)
+            namespace, service_account = self._denied_callers.of(caller)
+            self.denials.labels(namespace, service_account, reason).inc()
 
     def authenticate(self, event: AuditEvent, token: str | None) -> Caller:
         """The verified caller of this request, recorded in the audit event."""

@@ -18,6 +18,7 @@ from kamus_kms.ciphertext import Ciphertext
 from kamus_kms.errors import AuditWriteError, KamusError, UnavailableError
 from kamus_kms.legacy import PROVIDER_NAME as LEGACY_PROVIDER
 from kamus_kms.legacy import LegacyCiphertext
+from kamus_kms.scope import Scope
 from kamus_service.logs import timestamp, write_event
 
 _MAX_USER_AGENT = 256
@@ -40,6 +41,8 @@ class AuditEvent:
     items: list[dict[str, Any]] = field(default_factory=list)
     client_request_id: str | None = None
     time: str = ""  # when the attempt ended: set as the event is emitted
+    # The verified caller's scope, for metrics (the record itself holds the caller's fields).
+    scope: Scope | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # Request-supplied and unbounded otherwise.
@@ -48,6 +51,7 @@ class AuditEvent:
     def set_caller(self, caller: Caller) -> None:
         """Record who the token proved the caller to be."""
         self.caller = caller.audit_fields()
+        self.scope = caller.scope
 
     def as_fields(self) -> dict[str, Any]:
         """The event as log fields."""

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from reviewer_double import StaticReviewer
 
 from kamus_decryptor import create_app
-from kamus_decryptor.app import KeyLabels
+from kamus_decryptor.app import BoundedLabels
 from kamus_kms.ciphertext import Ciphertext
 from kamus_kms.keyring import Keyring
 from kamus_kms.providers.local import LocalKeyringProvider
@@ -376,6 +376,40 @@ def test_every_attempt_is_counted_by_outcome_and_a_limited_one_is_audited(
     ]
 
 
+def test_denials_are_counted_by_the_verified_caller_so_probing_shows(
+    keyring: Keyring, reviewer: StaticReviewer, ciphertext: str
+) -> None:
+    # An alert on one scope probing others needs who was refused, as TokenReview proved it.
+    registry = CollectorRegistry()
+    settings = Settings(service="decryptor", keyring=keyring.to_json(), audit_key=b"k" * 32)
+    client = create_app(settings, reviewer=reviewer, registry=registry).test_client()
+    for token in (TOKEN_A, "token-team_b-app", "token-team_b-app", "token-team_a-default",
+                  "garbage"):  # fmt: skip
+        client.post("/api/v1/decrypt", json={"data": ciphertext}, headers=_bearer(token))
+    client.post("/api/v1/decrypt", json={"data": ciphertext})  # no token at all
+
+    def denied(namespace: str, service_account: str, reason: str) -> float | None:
+        labels = {"namespace": namespace, "service_account": service_account, "reason": reason}
+        return registry.get_sample_value("kamus_decrypt_denials_total", labels)
+
+    assert denied("team-b", "app", "scope_mismatch") == 2
+    assert denied("team-a", "default", "default_service_account") == 1
+    assert denied("(unverified)", "(unverified)", "unauthorized") == 2
+    assert denied("team-a", "app", "ok") is None  # allowed attempts are not denials
+    families = {family.name: family for family in registry.collect()}
+    total = sum(
+        s.value for s in families["kamus_decrypt_denials"].samples if s.name.endswith("_total")
+    )
+    assert total == 5
+
+
+def test_denied_callers_are_bounded() -> None:
+    callers = BoundedLabels(("(other)", "(other)"), limit=1)
+    assert callers.of(("a", "x")) == ("a", "x")
+    assert callers.of(("b", "y")) == ("(other)", "(other)")
+    assert callers.of(("a", "x")) == ("a", "x")
+
+
 def _holds(value: object, needle: str, seen: set[int], depth: int = 0) -> bool:
     """Whether ``needle`` is reachable from ``value`` through attributes and containers."""
     if isinstance(value, str):
@@ -423,6 +457,6 @@ def test_opens_are_counted_per_key_so_a_key_s_last_use_shows(
 
 
 def test_key_labels_are_bounded() -> None:
-    labels = KeyLabels(limit=2)
+    labels = BoundedLabels("other", limit=2)
     assert [labels.of(k) for k in ("k1", "k2", "k3", "k1", "k4")] == ["k1", "k2", "other", "k1",
                                                                        "other"]  # fmt: skip
