@@ -64,3 +64,18 @@ if [ "$needed" = 1 ]; then
   echo "$record" > "$stamp"
   echo "bootstrap: installed" >&2
 fi
+
+# Prometheus' promtool checks and unit-tests the chart's alert rules. Only that one static binary is
+# taken from Debian's prometheus package (installing the package would start a Prometheus server
+# wherever systemd runs).
+if [ "${1:-}" = "--test" ] && [ ! -x .venv/bin/promtool ]; then
+  echo "bootstrap: taking promtool from Debian's prometheus package" >&2
+  workdir="$(mktemp -d)"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  (cd "$workdir" && { apt-get download prometheus >/dev/null 2>&1 \
+     || { $sudo_cmd apt-get update -qq && apt-get download prometheus >/dev/null; }; })
+  dpkg-deb -x "$workdir"/prometheus_*.deb "$workdir/root"
+  install -m 0755 "$workdir/root/usr/bin/promtool" .venv/bin/promtool
+  rm -rf "$workdir"
+fi

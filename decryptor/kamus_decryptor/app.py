@@ -129,10 +129,12 @@ class Decryptor:
         self._key_labels = BoundedLabels("other")
         # Who is refused, for alerts on one scope probing others: the verified caller's namespace
         # and service account (UNVERIFIED before a token is verified), at most 200 of them.
+        # Not `namespace`: Prometheus gives every scraped series the target's own namespace label
+        # and would rename this one `exported_namespace`.
         self.denials = Counter(
             "kamus_decrypt_denials",
             "Refused decryptor attempts by caller namespace, service account and reason",
-            ["namespace", "service_account", "reason"],
+            ["caller_namespace", "caller_service_account", "reason"],
             registry=registry,
         )
         self._denied_callers = BoundedLabels((OTHER_CALLERS, OTHER_CALLERS), limit=200)

@@ -179,6 +179,16 @@ CASES: dict[str, Values] = {
         **EXISTING_KEYS,
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}, "interval": "30s"},
     },
+    "monitoring": {
+        **EXISTING_KEYS,
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "prometheusRule": {
+            "enabled": True,
+            "labels": {"release": "prometheus"},
+            "ruleLabels": {"team": "platform"},
+        },
+        "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Security"}},
+    },
     "audit-file-emptydir": {**EXISTING_KEYS, "decryptor": {"auditFile": {"enabled": True}}},
     "audit-file-pvc": {
         **EXISTING_KEYS,

@@ -30,10 +30,11 @@ EXAMPLE_VALUES = {
 
 @pytest.fixture(scope="module")
 def apiserver(kube_apiserver: KubeAPIServer) -> KubeAPIServer:
-    """The session's API server with restricted namespaces and the ServiceMonitor kind."""
+    """The session's API server with restricted namespaces and the Prometheus Operator's kinds."""
     for namespace in (NAMESPACE, EXAMPLE_NAMESPACE):
         kube_apiserver.create_namespace(namespace, RESTRICTED)
     kube_apiserver.install_crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors")
+    kube_apiserver.install_crd("monitoring.coreos.com", "PrometheusRule", "prometheusrules")
     return kube_apiserver
 
 

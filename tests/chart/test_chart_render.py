@@ -15,7 +15,10 @@ from kubernetes_validate import utils as kubernetes_validate  # type: ignore[imp
 CHART = Path(__file__).resolve().parents[2] / "charts" / "kamus"
 KUBERNETES = kubernetes_validate.latest_version()
 # Custom resources kubernetes-validate has no schema for; every other kind must validate.
-UNKNOWN_TO_VALIDATOR = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+UNKNOWN_TO_VALIDATOR = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),  # its rules: promtool (test_chart_monitoring)
+}
 
 Manifests = Callable[[str], list[dict[str, Any]]]
 Render = Callable[..., dict[str, str]]
@@ -72,6 +75,10 @@ def test_optional_objects_appear_only_when_enabled(manifests: Manifests) -> None
     assert "Ingress" not in kinds("default")
     assert kinds("ingress").count("Ingress") == 1
     assert "ServiceMonitor" not in kinds("default")
+    assert "PrometheusRule" not in kinds("default")
+    assert "ConfigMap" not in kinds("default")
+    assert kinds("monitoring").count("PrometheusRule") == 1
+    assert kinds("monitoring").count("ConfigMap") == 1
     assert kinds("default").count("PodDisruptionBudget") == 2
     assert kinds("default").count("NetworkPolicy") == 1
     # Keys given as existing Secrets are never copied into a chart-made one.

@@ -389,7 +389,11 @@ def test_denials_are_counted_by_the_verified_caller_so_probing_shows(
     client.post("/api/v1/decrypt", json={"data": ciphertext})  # no token at all
 
     def denied(namespace: str, service_account: str, reason: str) -> float | None:
-        labels = {"namespace": namespace, "service_account": service_account, "reason": reason}
+        labels = {
+            "caller_namespace": namespace,
+            "caller_service_account": service_account,
+            "reason": reason,
+        }
         return registry.get_sample_value("kamus_decrypt_denials_total", labels)
 
     assert denied("team-b", "app", "scope_mismatch") == 2
