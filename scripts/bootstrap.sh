@@ -18,10 +18,13 @@ if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
 fi
 
 # Debian packages only the tests use (scripts/test.sh passes --test): SoftHSM2, the PKCS#11 token
-# the HSM provider is tested against; etcd, when a real kube-apiserver is configured for the tests.
+# the HSM provider is tested against; Chromium and its driver, the browser the encrypt page and
+# the audit report are tested in; etcd, when a real kube-apiserver is configured for the tests.
 if [ "${1:-}" = "--test" ]; then
   packages=()
   command -v softhsm2-util >/dev/null 2>&1 || packages+=(softhsm2)
+  command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
   if [ -n "${KAMUS_TEST_KUBE_APISERVER:-}" ] && ! command -v etcd >/dev/null 2>&1; then
     packages+=(etcd-server)
   fi

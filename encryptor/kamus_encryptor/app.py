@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, Counter
 
 from kamus_encryptor.openapi import OPENAPI
+from kamus_encryptor.webpage import ASSETS, WebPage
 from kamus_kms.errors import DefaultServiceAccountError, InvalidRequestError, KamusError
 from kamus_kms.provider import KeyProvider
 from kamus_kms.scope import Scope
@@ -106,13 +109,18 @@ def create_app(
     configure_logging(settings.log_level)
     registry = registry or CollectorRegistry()
     provider = provider or provider_from_settings(settings, registry)
+    page = WebPage() if settings.web_page else None
     app = new_app(
         "kamus_encryptor",
         settings,
         readiness={"kms": provider.check_ready},
         openapi=OPENAPI,
         registry=registry,
+        browser_page=page.page if page else None,
     )
+    if page is not None:
+        for route in ASSETS:
+            app.add_url_rule(route, route, partial(page.asset, route), methods=["GET"])
     with exit_on_configuration_error("kamus-encryptor"):
         sealing = SealingKeyring.parse(settings.sealing_keys) if settings.sealing_keys else None
     app.extensions["kamus_encryptor"] = Encryptor(

@@ -37,6 +37,7 @@ _PROVIDER_REQUIRES = {
 Service = Literal["encryptor", "decryptor"]
 BOTH: tuple[Service, ...] = ("encryptor", "decryptor")
 DECRYPTOR: tuple[Service, ...] = ("decryptor",)
+ENCRYPTOR: tuple[Service, ...] = ("encryptor",)
 
 
 def _boolean(text: str) -> bool:
@@ -322,6 +323,13 @@ class Settings:
         "azure: check that the vault's authentication challenge names a resource of the "
         "vault's own domain before sending it a token. Turn off only for a vault stand-in on an "
         "IP address.",
+    )
+    web_page: bool = _var(
+        True,
+        "Serve the encrypt page to browsers at `/` (namespace, service account, secret → "
+        "ciphertext and its ConfigMap; no third-party assets, a strict Content-Security-Policy). "
+        "Other clients get Kamus's `welcome` there either way. Off: no page, `welcome` for all.",
+        services=ENCRYPTOR,
     )
     sealing_keys: str | None = _var(
         None,

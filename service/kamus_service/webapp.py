@@ -7,7 +7,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -172,10 +172,12 @@ def new_app(
     readiness: Mapping[str, ReadinessCheck],
     openapi: dict[str, Any],
     registry: CollectorRegistry,
+    browser_page: Callable[[], Response] | None = None,
 ) -> Flask:
     """A Flask app with the routes and plumbing every Kamus service has.
 
-    ``readiness`` names each remote dependency's check (kamus_service.readiness).
+    ``readiness`` names each remote dependency's check (kamus_service.readiness);
+    ``browser_page``, what `/` answers browsers (everyone else gets Kamus's `welcome`).
     """
     app = Flask(name)
     # Kamus services keep no sessions: every request gets the same read-only null session
@@ -196,7 +198,16 @@ def new_app(
 
     @app.get("/")
     def welcome() -> Response:
-        return Response("welcome", content_type="text/plain; charset=utf-8")
+        if browser_page is None:
+            return Response("welcome", content_type="text/plain; charset=utf-8")
+        # Browsers ask for HTML first; Kamus's clients, curl and probes take text (or anything),
+        # and for them `/` stays Kamus's `welcome`.
+        if request.accept_mimetypes.best_match(["text/plain", "text/html"]) == "text/html":
+            response = browser_page()
+        else:
+            response = Response("welcome", content_type="text/plain; charset=utf-8")
+        response.headers["Vary"] = "Accept"
+        return response
 
     @app.get("/healthz")
     def healthz() -> Response:
