@@ -104,6 +104,7 @@ Kamus is running in DEVELOPMENT MODE: {keys} {state}/ (never use them in product
 
 Encrypt a secret for namespace team-a, service account app:
   .venv/bin/kamus-cli encrypt -s 's3cr3t' -n team-a -a app -u {encryptor} --allow-insecure-url > secret.kamus
+or in a browser: {encryptor}/
 
 Get a pod token for team-a/app (audience kamus), as the kubelet would project it:
   .venv/bin/kamus-dev token -n team-a -a app --dir {state} > token

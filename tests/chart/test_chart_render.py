@@ -103,11 +103,35 @@ def test_ingress_exposes_only_the_encrypt_routes_of_the_encryptor(manifests: Man
     (rule,) = ingress["spec"]["rules"]
     assert rule["host"] == "kamus-encryptor.example.com"
     paths = rule["http"]["paths"]
-    assert {p["path"] for p in paths} == {"/api/v1/encrypt", "/api/v1/isAlive"}
+    assert {(p["path"], p["pathType"]) for p in paths} == {
+        ("/api/v1/encrypt", "Exact"),
+        ("/api/v1/isAlive", "Exact"),
+        ("/", "Exact"),  # the encrypt page (webPage, on by default) and its files
+        ("/ui/", "Prefix"),
+    }
     assert {p["backend"]["service"]["name"] for p in paths} == {"kamus-encryptor"}
     assert ingress["spec"]["tls"] == [
         {"hosts": ["kamus-encryptor.example.com"], "secretName": "kamus-encryptor-tls"}
     ]
+
+
+def test_without_the_web_page_the_ingress_routes_only_the_api(
+    objects_of: Callable[..., list[dict[str, Any]]], case_values: Values
+) -> None:
+    values = case_values("ingress")
+    values["encryptor"]["webPage"] = False
+    objects = objects_of(CHART, values)
+    (ingress,) = [m for m in objects if m["kind"] == "Ingress"]
+    paths = {p["path"] for p in ingress["spec"]["rules"][0]["http"]["paths"]}
+    assert paths == {"/api/v1/encrypt", "/api/v1/isAlive"}
+    (encryptor,) = [
+        m for m in objects if m["kind"] == "Deployment" and "encryptor" in m["metadata"]["name"]
+    ]
+    env = {
+        e["name"]: e.get("value")
+        for e in encryptor["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KAMUS_WEB_PAGE"] == "false"
 
 
 def test_autoscaler_owns_the_replica_count(manifests: Manifests) -> None:

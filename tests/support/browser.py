@@ -49,7 +49,7 @@ class Browser:
     driver: webdriver.Chrome
 
     def _performance(self) -> list[dict[str, Any]]:
-        entries = self.driver.get_log("performance")
+        entries = self.driver.get_log("performance")  # type: ignore[no-untyped-call]
         return [json.loads(entry["message"])["message"] for entry in entries]
 
     def requested_urls(self) -> list[str]:
@@ -66,7 +66,7 @@ class Browser:
         """Errors the page logged since the last call, Content-Security-Policy refusals included."""
         return [
             entry["message"]
-            for entry in self.driver.get_log("browser")
+            for entry in self.driver.get_log("browser")  # type: ignore[no-untyped-call]
             if entry["level"] in {"SEVERE", "ERROR"}
         ]
 

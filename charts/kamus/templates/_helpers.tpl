@@ -327,6 +327,10 @@ components need it. Only files the configuration uses are listed.
 - name: KAMUS_VAULT_TRANSIT_MOUNT
   value: {{ $v.vault.transitMount | quote }}
 {{- end }}
+{{- if eq .component "encryptor" }}
+- name: KAMUS_WEB_PAGE
+  value: {{ $c.webPage | toString | quote }}
+{{- end }}
 {{- if eq .component "decryptor" }}
 - name: KAMUS_TOKEN_AUDIENCES
   value: {{ join "," $c.tokenAudiences | quote }}

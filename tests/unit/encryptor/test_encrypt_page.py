@@ -1,6 +1,6 @@
 """The encrypt page: HTML for browsers at `/`, Kamus's `welcome` for every other client, its own
 assets only, under a strict Content-Security-Policy. (In a real browser: tests/integration/
-test_encrypt_page.py.)"""
+test_encrypt_page_in_chromium.py.)"""
 
 from __future__ import annotations
 
