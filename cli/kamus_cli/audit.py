@@ -18,21 +18,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kamus_cli.auditreport import render_html
+from kamus_cli.auditsummary import OUTCOMES, event_time, summarise
 from kamus_client import environment
 from kamus_client.errors import InputError, OutputError
 from kamus_client.exitcodes import ExitCode
 from kamus_client.program import run_program
 from kamus_kms.auditchain import escape_unsafe, json_line, read_records, verify
-from kamus_kms.auditsign import load_public, public_text, verify_public, witnessed_checkpoints
+from kamus_kms.auditsign import (
+    CHECKPOINT_EVENT,
+    load_public,
+    public_text,
+    verify_public,
+    witnessed_checkpoints,
+)
 from kamus_kms.errors import ConfigurationError
 
 PROGRAM = "kamus-audit"
 KEY_ENV = environment.AUDIT_KEY
-OUTCOMES = ("allowed", "denied", "unavailable", "error")
 TABLE_COLUMNS = ("time", "outcome", "reason", "action", "caller", "pod", "scope")
 _HEAD = re.compile(r"(\d+):([0-9a-fA-F]{64})")
 
 Record = dict[str, Any]
+_PATHS_HELP = "audit files, or folders of them (*.jsonl: one chain per decryptor process)"
 
 
 def _head(text: str) -> tuple[int, str]:
@@ -110,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     query = commands.add_parser(
         "query", help="list the events that match filters", description="List matching events."
     )
-    query.add_argument("file", type=Path)
+    query.add_argument("paths", type=Path, nargs="+", metavar="PATH", help=_PATHS_HELP)
     query.add_argument("--namespace", help="an item of the event is bound to this namespace")
     query.add_argument(
         "--service-account", help="an item of the event is bound to this service account"
@@ -123,13 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser(
         "report",
-        help="summarise: decrypts per scope, denials by reason, top callers",
-        description="Summarise the events of a period.",
+        help="summarise: decrypts per scope, denials by reason, top callers (text or --html)",
+        description="Summarise the events of a period, as text or as one self-contained HTML "
+        "file with charts.",
     )
-    report.add_argument("file", type=Path)
+    report.add_argument("paths", type=Path, nargs="+", metavar="PATH", help=_PATHS_HELP)
     _add_period(report)
     report.add_argument(
         "--top", type=positive_count, default=10, help="callers to list (default 10)"
+    )
+    report.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="write the report as one HTML file (charts and tables, nothing loaded from "
+        "anywhere) instead of printing it",
     )
     report.set_defaults(run=_report)
     return parser
@@ -259,12 +275,25 @@ def _new_signing_key(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
 
 
 def _records(path: Path) -> Iterator[Record]:
+    """The audit events of one file, without its signed checkpoints."""
     try:
-        yield from read_records(path)
+        for record in read_records(path):
+            if record.get("event") != CHECKPOINT_EVENT:
+                yield record
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from exc
     except ValueError as exc:
         raise InputError(f"{path}: {exc}; run `{PROGRAM} verify {path}`") from exc
+
+
+def _events(paths: Sequence[Path]) -> list[Record]:
+    """The audit events of every chain, in time order (events without a time last)."""
+    chains = _chains(paths)
+    if len(chains) == 1:
+        return list(_records(chains[0]))
+    merged = [record for chain in chains for record in _records(chain)]
+    latest = datetime.max.replace(tzinfo=UTC)
+    return sorted(merged, key=lambda record: event_time(record) or latest)
 
 
 def _time(record: Record) -> datetime | None:
@@ -355,7 +384,7 @@ def _print_table(rows: Iterable[tuple[str, ...]]) -> None:
 
 
 def _query(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode:
-    selected = filter(_matches(args), _records(args.file))
+    selected = filter(_matches(args), _events(args.paths))
     if args.format == "jsonl":
         for record in selected:
             print(json_line(record))
@@ -376,32 +405,25 @@ def _print_counts(title: str, counts: Counter[str], limit: int | None = None) ->
 
 
 def _report(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode:
-    in_period = _in_period(args)
-    outcomes: Counter[str] = Counter()
-    decrypted: Counter[str] = Counter()
-    denials: Counter[str] = Counter()
-    callers: Counter[str] = Counter()
-    first: str | None = None
-    last: str | None = None
-    for record in filter(in_period, _records(args.file)):
-        outcome = str(record.get("outcome", "?"))
-        outcomes[outcome] += 1
-        if outcome == "allowed":
-            decrypted.update(_scope(item) for item in _items(record))
-        elif outcome == "denied":
-            denials[str(record.get("reason", "?"))] += 1
-        callers[str(_caller(record).get("username") or "(no authenticated caller)")] += 1
-        when = record.get("time")
-        if isinstance(when, str):
-            first = first or when
-            last = when
-    print(f"Audit report of {args.file}")
-    print(f"Period: {first or '-'} .. {last or '-'}")
-    summary = ", ".join(f"{outcomes[name]} {name}" for name in OUTCOMES)
-    print(f"Events: {sum(outcomes.values())} ({summary})")
-    _print_counts("Ciphertexts decrypted per scope (namespace/service account)", decrypted)
-    _print_counts("Denials by reason", denials)
-    _print_counts(f"Top {args.top} callers (events)", callers, args.top)
+    summary = summarise(filter(_in_period(args), _events(args.paths)))
+    sources = [str(path) for path in args.paths]
+    if args.html is not None:
+        page = render_html(summary, sources, datetime.now(UTC), args.top)
+        try:
+            args.html.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(f"cannot write {args.html}: {exc.strerror}") from exc
+        print(f"{PROGRAM}: wrote the report of {summary.events} events to {args.html}",
+              file=sys.stderr)  # fmt: skip
+        return ExitCode.OK
+    print(f"Audit report of {', '.join(sources)}")
+    print(f"Period: {summary.first or '-'} .. {summary.last or '-'}")
+    counts = ", ".join(f"{summary.outcomes[name]} {name}" for name in OUTCOMES)
+    print(f"Events: {summary.events} ({counts})")
+    _print_counts("Ciphertexts decrypted per scope (namespace/service account)", summary.decrypted)
+    _print_counts("Denials by reason", summary.denials)
+    _print_counts(f"Top {args.top} callers (events)", summary.callers, args.top)
+    _print_counts("Ciphertexts opened per key", summary.keys)
     return ExitCode.OK
 
 
