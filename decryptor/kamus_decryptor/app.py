@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import Any, Generic, TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, Counter
 
@@ -22,10 +23,11 @@ from kamus_decryptor.tokenreview import (
     TokenReviewer,
     api_client,
 )
-from kamus_kms.auditsign import load_private
+from kamus_kms.auditsign import signing_key
 from kamus_kms.ciphertext import Ciphertext
 from kamus_kms.errors import (
     AuditWriteError,
+    ConfigurationError,
     InvalidCiphertextError,
     InvalidRequestError,
     RequestError,
@@ -343,9 +345,24 @@ def _reviewer(settings: Settings, metrics: ReviewMetrics) -> TokenReviewer:
     return reviewer
 
 
-def _audit_file(settings: Settings, audit_key: bytes) -> AuditFile | AuditDirectory | None:
+def _signer(settings: Settings, provider: KeyProvider) -> Ed25519PrivateKey | None:
+    if not settings.audit_signing_key:
+        return None
     with exit_on_configuration_error("kamus-decryptor"):
-        signer = load_private(settings.audit_signing_key) if settings.audit_signing_key else None
+        try:
+            return signing_key(settings.audit_signing_key, provider)
+        except UnavailableError as exc:
+            # No chain is written without its checkpoints: the restarted pod tries again.
+            raise ConfigurationError(
+                "the audit signing key is sealed by the key provider, which did not answer; "
+                "the decryptor cannot start without it"
+            ) from exc
+
+
+def _audit_file(
+    settings: Settings, audit_key: bytes, provider: KeyProvider
+) -> AuditFile | AuditDirectory | None:
+    signer = _signer(settings, provider)
 
     def witness(checkpoint: dict[str, Any]) -> None:
         # The log pipeline keeps what the file's owner cannot rewrite.
@@ -397,7 +414,7 @@ def create_app(
     with exit_on_configuration_error("kamus-decryptor"):
         sealing = SealingKeyring.parse(settings.sealing_keys) if settings.sealing_keys else None
     audit_key = audit_key_from_settings(settings)
-    audit_file = _audit_file(settings, audit_key)
+    audit_file = _audit_file(settings, audit_key, provider)
     app = new_app(
         "kamus_decryptor",
         settings,

@@ -30,10 +30,17 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from kamus_kms import providersealed
 from kamus_kms.auditchain import GENESIS, canonical
 from kamus_kms.errors import ConfigurationError
+from kamus_kms.provider import KeyProvider
+from kamus_kms.scope import Scope
 
 CHECKPOINT_EVENT = "checkpoint"
+# A signing key kept sealed by the key provider (KMS, HSM, keyring): the form of
+# KAMUS_AUDIT_SIGNING_KEY that `python -m kamus_service.auditsigning new` prints.
+SEALED_SIGNING_KEY = "kamus-audit-signing-key:v1:"
+SIGNING_SCOPE = Scope("kamus-system", "kamus-audit-signing")
 
 
 def record_hash(previous: str, record: Mapping[str, Any]) -> str:
@@ -57,6 +64,37 @@ def load_private(text: str) -> Ed25519PrivateKey:
             "the audit signing key must be base64 of a 32-byte Ed25519 seed"
             " (kamus-audit signing-key new)"
         ) from exc
+
+
+def _sealing_context(key: str) -> bytes:
+    return f"{SEALED_SIGNING_KEY}{key}".encode("ascii")
+
+
+def seal_private(private: Ed25519PrivateKey, provider: KeyProvider) -> str:
+    """The signing key sealed by ``provider``, never in plaintext at rest."""
+    key = key_id(private.public_key())
+    sealed = providersealed.seal(
+        private.private_bytes_raw(), provider, SIGNING_SCOPE, _sealing_context(key)
+    )
+    return f"{SEALED_SIGNING_KEY}{key}:{sealed}"
+
+
+def signing_key(text: str, provider: KeyProvider) -> Ed25519PrivateKey:
+    """The key of KAMUS_AUDIT_SIGNING_KEY: base64 of the seed, or sealed by ``provider``.
+
+    ConfigurationError when it is malformed or this provider's keys do not open it; a provider
+    that does not answer raises UnavailableError.
+    """
+    text = text.strip()
+    if not text.startswith(SEALED_SIGNING_KEY):
+        return load_private(text)
+    key, _, sealed = text.removeprefix(SEALED_SIGNING_KEY).partition(":")
+    what = f"the audit signing key {key}"
+    raw = providersealed.open_sealed(sealed, provider, SIGNING_SCOPE, _sealing_context(key), what)
+    private = Ed25519PrivateKey.from_private_bytes(raw)
+    if key_id(private.public_key()) != key:
+        raise ConfigurationError(f"{what} does not match its key id")
+    return private
 
 
 def load_public(text: str) -> Ed25519PublicKey:

@@ -7,26 +7,20 @@ sealed by the cluster's own key provider (never in plaintext at rest).
 
 ``state`` is ``active`` (exactly one: the key the encryptor publishes and CLIs seal to),
 ``decrypt-only`` (an earlier key: the decryptor still opens its ciphertexts) or ``retired`` (not
-loaded at all). ``private`` is the raw private key sealed with AES-256-GCM under a data key of the
-configured provider (local keyring, KMS, HSM) for the reserved scope ``kamus-system`` /
-``kamus-sealing-keys``, with associated data ``kamus-sealing-private-key:v1:<id>``. No v1
-ciphertext has that associated data, so no request to the decrypt API can ever open it, whoever
-runs as that scope.
+loaded at all). ``private`` is the raw private key sealed by the configured provider
+(kamus_kms.providersealed) for the reserved scope ``kamus-system`` / ``kamus-sealing-keys``, with
+associated data ``kamus-sealing-private-key:v1:<id>``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import struct
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-
-from kamus_kms.ciphertext import NONCE_BYTES, b64url_decode, b64url_encode
-from kamus_kms.errors import ConfigurationError, InvalidCiphertextError
+from kamus_kms import providersealed
+from kamus_kms.errors import ConfigurationError
 from kamus_kms.offline import KEMS, SealingKeys, SealingPrivateKey, SealingPublicKey
 from kamus_kms.provider import KeyProvider
 from kamus_kms.scope import Scope
@@ -34,7 +28,6 @@ from kamus_kms.scope import Scope
 SEALING_SCOPE = Scope("kamus-system", "kamus-sealing-keys")
 STATES = ("active", "decrypt-only", "retired")
 _AD_PREFIX = b"kamus-sealing-private-key:v1:"
-_WRAPPED_LEN = struct.Struct(">H")
 
 
 @dataclass(frozen=True)
@@ -53,36 +46,15 @@ class SealingKeyEntry:
 
 def protect(key: SealingPrivateKey, provider: KeyProvider) -> str:
     """The private key sealed by ``provider`` (see the module docstring)."""
-    key_id = provider.current_key_id(SEALING_SCOPE)
     associated = _AD_PREFIX + key.public_key().key_id.encode("ascii")
-    data_key = provider.new_data_key(SEALING_SCOPE, key_id, associated)
-    nonce = os.urandom(NONCE_BYTES)
-    sealed = provider.aead(data_key.key).encrypt(nonce, key.raw, associated)
-    body = _WRAPPED_LEN.pack(len(data_key.wrapped)) + data_key.wrapped + nonce + sealed
-    return f"{provider.name}:{key_id}:{b64url_encode(body)}"
+    return providersealed.seal(key.raw, provider, SEALING_SCOPE, associated)
 
 
 def unprotect(entry: SealingKeyEntry, provider: KeyProvider) -> SealingPrivateKey:
     """The private key of ``entry``; ConfigurationError when this provider cannot open it."""
-    name, _, rest = entry.private.partition(":")
-    key_id, _, body_text = rest.rpartition(":")
-    if name != provider.name:
-        raise ConfigurationError(
-            f"sealing key {entry.id} is sealed by the {name!r} provider, not {provider.name!r}"
-        )
-    try:
-        body = b64url_decode(body_text)
-        (length,) = _WRAPPED_LEN.unpack_from(body)
-        wrapped = body[2 : 2 + length]
-        nonce = body[2 + length : 2 + length + NONCE_BYTES]
-        sealed = body[2 + length + NONCE_BYTES :]
-        associated = _AD_PREFIX + entry.id.encode("ascii")
-        data_key = provider.recover_data_key(SEALING_SCOPE, key_id, wrapped, associated)
-        raw = provider.aead(data_key).decrypt(nonce, sealed, associated)
-    except (InvalidCiphertextError, InvalidTag, struct.error, ValueError) as exc:
-        raise ConfigurationError(
-            f"sealing key {entry.id} does not open with this provider's keys"
-        ) from exc
+    associated = _AD_PREFIX + entry.id.encode("ascii")
+    what = f"sealing key {entry.id}"
+    raw = providersealed.open_sealed(entry.private, provider, SEALING_SCOPE, associated, what)
     private = SealingPrivateKey(entry.public.kem, raw, entry.public.cluster)
     if private.public_key() != entry.public:
         raise ConfigurationError(f"sealing key {entry.id}: its private and public halves differ")

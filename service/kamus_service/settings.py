@@ -484,9 +484,11 @@ class Settings:
     )
     audit_signing_key: str | None = _var(
         None,
-        "Base64 Ed25519 seed (`kamus-audit signing-key new`): the audit chain gets signed "
-        "checkpoints, also printed on stdout, and `kamus-audit verify --public-key` checks it "
-        "without the audit key ([docs/AUDIT.md](docs/AUDIT.md)).",
+        "Ed25519 signing key, sealed by the key provider (`python -m "
+        "kamus_service.auditsigning new`) or as base64 of its seed (`kamus-audit signing-key "
+        "new`): the audit chain gets signed checkpoints, also printed on stdout, and "
+        "`kamus-audit verify --public-key` checks it without the audit key "
+        "([docs/AUDIT.md](docs/AUDIT.md)).",
         services=DECRYPTOR,
         secret=True,
     )

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kms_backend import REMOTE_BACKENDS, Backend
 from prometheus_client import CollectorRegistry
 
+from kamus_kms.auditsign import key_id, seal_private, signing_key
 from kamus_kms.ciphertext import Ciphertext
-from kamus_kms.errors import InvalidCiphertextError, ScopeMismatchError, UnavailableError
+from kamus_kms.errors import (
+    ConfigurationError,
+    InvalidCiphertextError,
+    ScopeMismatchError,
+    UnavailableError,
+)
+from kamus_kms.keyring import Keyring
 from kamus_kms.provider import KeyMode
+from kamus_kms.providers.local import LocalKeyringProvider
 from kamus_kms.scope import Scope
 from kamus_kms.sealer import Sealer
 
@@ -132,3 +141,18 @@ def test_per_service_account_keys_are_distinct_and_do_not_name_the_scope(
     for key in (key_a, key_b):
         assert "team" not in key
         assert "app" not in key
+
+
+def test_a_signing_key_sealed_by_the_provider_opens_with_it_only(
+    case: tuple[Backend, KeyMode],
+) -> None:
+    # The audit signing key kept sealed by the KMS/HSM (KAMUS_AUDIT_SIGNING_KEY): another replica
+    # opens it, another provider's keys do not.
+    backend, mode = case
+    private = Ed25519PrivateKey.generate()
+    sealed = seal_private(private, backend.provider(mode, CollectorRegistry()))
+    assert sealed.startswith(f"kamus-audit-signing-key:v1:{key_id(private.public_key())}:")
+    opened = signing_key(sealed, backend.provider(mode, CollectorRegistry()))
+    assert opened.private_bytes_raw() == private.private_bytes_raw()
+    with pytest.raises(ConfigurationError, match=r"does not open|is sealed by"):
+        signing_key(sealed, LocalKeyringProvider(Keyring.generate()))

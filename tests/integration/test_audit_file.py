@@ -15,6 +15,8 @@ import pytest
 import requests
 from gunicorn_process import Service, base_environment, gunicorn
 
+from kamus_kms.keyring import Keyring
+
 TokenFactory = Callable[..., str]
 
 
@@ -146,3 +148,53 @@ def test_per_worker_chains_with_signed_checkpoints_verify_with_the_public_key_an
     cut = _kamus_audit(service_env, *argv)
     assert cut.returncode == 9
     assert "missing at the end (a witnessed checkpoint" in cut.stdout
+
+
+def _auditsigning(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kamus_service.auditsigning", *args],
+        capture_output=True, text=True, env=base_environment(env), timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_a_signing_key_sealed_by_the_provider_signs_and_no_other_provider_opens_it(
+    service_env: dict[str, str], tmp_path: Path, token: TokenFactory, ciphertext: str
+) -> None:
+    # Made where the encryptor's settings are (as with kubectl exec), kept in the Secret sealed.
+    encryptor_env = {"KAMUS_KEYRING_FILE": service_env["KAMUS_KEYRING_FILE"]}
+    made = _auditsigning(encryptor_env, "new", "--public-key-file", str(tmp_path / "signing.pub"))
+    assert made.returncode == 0, made.stderr
+    sealed = made.stdout.strip()
+    assert sealed.startswith("kamus-audit-signing-key:v1:")
+    (tmp_path / "signing.key").write_text(made.stdout)
+    public = (tmp_path / "signing.pub").read_text().strip()
+    assert public in made.stderr
+    shown = _auditsigning(encryptor_env, "public", str(tmp_path / "signing.key"))
+    assert shown.stdout.strip() == public
+
+    chains = tmp_path / "chains"
+    chains.mkdir()
+    env = {**service_env} | {
+        "KAMUS_AUDIT_DIR": str(chains),
+        "KAMUS_AUDIT_SIGNING_KEY_FILE": str(tmp_path / "signing.key"),
+        "KAMUS_AUDIT_CHECKPOINT_RECORDS": "2",
+    }
+    with gunicorn("kamus_decryptor:create_app()", env, tmp_path / "logs", workers=1) as service:
+        statuses = [_post(service, token("audit-ns", "app"), ciphertext) for _ in range(4)]
+    assert statuses == [200] * 4
+    checked = _kamus_audit(service_env, "verify", str(chains), "--public-key",
+                           str(tmp_path / "signing.pub"))  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert ": OK: " in checked.stdout
+
+    # Another cluster's keyring cannot open it: the decryptor says so and does not start.
+    other = tmp_path / "other-keyring.json"
+    other.write_text(Keyring.generate().to_json())
+    started = subprocess.run(
+        [sys.executable, "-c", "from kamus_decryptor import create_app; create_app()"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env=base_environment(env | {"KAMUS_KEYRING_FILE": str(other)}),
+    )  # fmt: skip
+    assert started.returncode != 0
+    assert "audit signing key" in started.stderr
+    assert "does not open with this provider's keys" in started.stderr

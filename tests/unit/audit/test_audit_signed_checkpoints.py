@@ -3,6 +3,7 @@ and per-process chains (kamus_kms.auditsign, kamus_decryptor.auditfile)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable
@@ -16,7 +17,18 @@ from kamus_cli.audit import main as audit_main
 from kamus_client.exitcodes import ExitCode
 from kamus_decryptor.auditfile import AuditDirectory, AuditFile
 from kamus_kms.auditchain import verify
-from kamus_kms.auditsign import public_text, record_hash, verify_public
+from kamus_kms.auditsign import (
+    SIGNING_SCOPE,
+    public_text,
+    record_hash,
+    seal_private,
+    signing_key,
+    verify_public,
+)
+from kamus_kms.errors import ConfigurationError, InvalidCiphertextError
+from kamus_kms.keyring import Keyring
+from kamus_kms.providers.local import LocalKeyringProvider
+from kamus_kms.sealer import Sealer
 
 SampleEvent = Callable[[int], dict[str, Any]]
 
@@ -192,3 +204,49 @@ def test_kamus_audit_verifies_a_folder_with_the_public_key(
     tampered.write_text(tampered.read_text().replace("req-1", "req-9"))
     assert audit_main(argv, {}) == ExitCode.TAMPERED
     assert "pod-a-1.jsonl: TAMPERED: line 1: edited" in capsys.readouterr().out
+
+
+def test_a_signing_key_sealed_by_the_provider_keeps_no_seed_in_the_clear(
+    signer: Ed25519PrivateKey,
+) -> None:
+    provider = LocalKeyringProvider(Keyring.generate())
+    sealed = seal_private(signer, provider)
+    seed = signer.private_bytes_raw()
+    for form in (
+        base64.b64encode(seed).decode(),
+        base64.urlsafe_b64encode(seed).decode().rstrip("="),
+        seed.hex(),
+    ):
+        assert form not in sealed
+    assert signing_key(sealed, provider).private_bytes_raw() == seed
+    # The plain form still works: base64 of the seed.
+    assert signing_key(base64.b64encode(seed).decode(), provider).private_bytes_raw() == seed
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda s: s[:-4] + ("BBBB" if s.endswith("AAAA") else "AAAA"),
+        lambda s: s.replace("kamus-audit-signing-key:v1:", "kamus-audit-signing-key:v1:f", 1),
+        lambda s: s.replace(":local:", ":vault:", 1),
+    ],
+    ids=["body", "key-id", "provider"],
+)
+def test_an_edited_or_foreign_sealed_signing_key_is_a_configuration_error(
+    signer: Ed25519PrivateKey, edit: Callable[[str], str]
+) -> None:
+    provider = LocalKeyringProvider(Keyring.generate())
+    with pytest.raises(ConfigurationError):
+        signing_key(edit(seal_private(signer, provider)), provider)
+
+
+def test_no_decrypt_request_opens_a_sealed_signing_key(signer: Ed25519PrivateKey) -> None:
+    # Even a pod running as the reserved scope cannot pass the sealed key off as a ciphertext:
+    # its associated data is not a ciphertext's.
+    provider = LocalKeyringProvider(Keyring.generate())
+    sealed = seal_private(signer, provider)
+    _, _, body = sealed.removeprefix("kamus-audit-signing-key:v1:").split(":", 2)
+    key = provider.current_key_id(SIGNING_SCOPE)
+    text = f"kamus:v1:local:{SIGNING_SCOPE.namespace}:{SIGNING_SCOPE.service_account}:{key}:{body}"
+    with pytest.raises(InvalidCiphertextError):
+        Sealer(provider).open(text, SIGNING_SCOPE)
