@@ -13,6 +13,7 @@ import importlib.metadata
 import re
 import sys
 import tomllib
+from fnmatch import fnmatch
 from functools import cache
 from pathlib import Path
 
@@ -143,3 +144,21 @@ def test_each_dockerfile_installs_only_its_components_distributions() -> None:
         assert install.group(1).split() == targets, component
         copied = re.findall(r"^COPY (\S+)/ \1/$", dockerfile, re.MULTILINE)
         assert copied == [target.strip('"./').split("[")[0] for target in targets], component
+
+
+@pytest.mark.parametrize("folder", COMPONENTS)
+def test_every_data_file_of_a_package_is_in_its_distribution(folder: str) -> None:
+    # An editable install serves every file from the checkout; an image's wheel holds only what
+    # package-data names (the encrypt page's HTML, script and style, py.typed).
+    settings = tomllib.loads((ROOT / folder / "pyproject.toml").read_text("utf-8"))["tool"]
+    package_data: dict[str, list[str]] = settings["setuptools"].get("package-data", {})
+    package = _package_of(folder)
+    package_dir = ROOT / folder / package
+    patterns = package_data.get("*", []) + package_data.get(package, [])
+    data_files = [
+        path.relative_to(package_dir).as_posix()
+        for path in package_dir.rglob("*")
+        if path.is_file() and path.suffix not in {".py", ".pyc"} and "__pycache__" not in path.parts
+    ]
+    missing = [name for name in data_files if not any(fnmatch(name, p) for p in patterns)]
+    assert missing == []
