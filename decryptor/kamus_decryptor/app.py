@@ -426,7 +426,10 @@ def create_app(
         sealer_from_settings(settings, provider),
         reviewer=reviewer,
         audit=AuditTrail(
-            audit_key, file=audit_file, fail_closed=settings.audit_policy == "fail-closed"
+            audit_key,
+            file=audit_file,
+            fail_closed=settings.audit_policy == "fail-closed",
+            registry=registry,
         ),
         limiter=FailureLimiter(settings.rate_limit_failures_per_minute),
         settings=settings,

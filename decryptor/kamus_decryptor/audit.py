@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter
+
 from kamus_decryptor.auditfile import AuditDirectory, AuditFile
 from kamus_decryptor.tokenreview import Caller
 from kamus_kms.ciphertext import Ciphertext
@@ -94,10 +96,18 @@ class AuditTrail:
         *,
         file: AuditFile | AuditDirectory | None = None,
         fail_closed: bool = True,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self._key = fingerprint_key
         self._file = file
         self.fail_closed = fail_closed
+        # Every refused write, whatever the policy: under best-effort the attempt goes on, and this
+        # (with the log line) is all that shows the file is missing records.
+        self.write_failures = Counter(
+            "kamus_audit_write_failures",
+            "Audit records the audit file could not take (volume full or read-only)",
+            registry=registry if registry is not None else CollectorRegistry(),
+        )
         self._log = logging.getLogger("kamus.audit")
         # What the audit says about recent short ciphertexts (all of it derived from the text
         # alone): the pods of one deployment send the same ones again and again.
@@ -152,6 +162,7 @@ class AuditTrail:
             try:
                 record = self._file.append(fields)
             except AuditWriteError as exc:
+                self.write_failures.inc()
                 self._log.error("audit file write failed", extra={"error": str(exc)})
                 if required:
                     event.outcome, event.reason = "unavailable", exc.code

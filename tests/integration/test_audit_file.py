@@ -102,7 +102,10 @@ def test_an_unwritable_audit_file_follows_the_policy(
             f"{service.url}/api/v1/decrypt", json={"data": ciphertext}, timeout=30,
             headers={"Authorization": f"Bearer {token('audit-ns', 'app')}"},
         )  # fmt: skip
+        metrics = requests.get(f"{service.url}/metrics", timeout=10).text
     assert response.status_code == status
+    # Under either policy the refused write is counted (the chart's KamusAuditWriteFailing).
+    assert "kamus_audit_write_failures_total 1.0" in metrics
     if status == 503:
         assert response.json()["error"] == "audit_unavailable"
         assert "audited-secret" not in response.text
