@@ -7,7 +7,10 @@
 A new snapshot is written whole (every file fsynced, with its mode) before one ``rename`` of a
 ``..data`` symlink switches readers to it, so a reader that resolves ``..data`` once sees all old or
 all new files, never a mix and never a half-written file; the visible names are symlinks through
-``..data``, created once and kept. ``kamus-init --watch`` publishes this way (docs/CLI.md).
+``..data``, created once and kept. The snapshot just replaced stays until the next update, so a
+reader that resolved ``..data`` before the switch can finish reading a whole set (removing it at
+once would let such a reader list a half-deleted folder); older ones are removed.
+``kamus-init --watch`` publishes this way (docs/CLI.md).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from kamus_client.errors import OutputError
 
 DATA = "..data"
+_SNAPSHOT = "..2"  # ..<year>_...: a snapshot folder (not ..data)
 
 
 def publish(directory: Path, files: Mapping[str, bytes], *, mode: int) -> None:
@@ -49,8 +53,10 @@ def publish(directory: Path, files: Mapping[str, bytes], *, mode: int) -> None:
             dropped = entry.name not in files
             if dropped and entry.is_symlink() and os.readlink(entry).startswith(f"{DATA}/"):
                 entry.unlink()
-        if previous is not None and previous != snapshot.name:
-            shutil.rmtree(directory / previous, ignore_errors=True)
+        keep = {snapshot.name, previous}
+        for entry in directory.iterdir():
+            if entry.name.startswith(_SNAPSHOT) and entry.name not in keep and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
         _fsync(directory)
     except OSError as exc:
         raise OutputError(f"cannot publish into {directory}: {exc.strerror}") from exc
