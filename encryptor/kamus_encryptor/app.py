@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, Counter
 
 from kamus_encryptor.openapi import OPENAPI
 from kamus_encryptor.webpage import ASSETS, WebPage
-from kamus_kms.errors import DefaultServiceAccountError, InvalidRequestError, KamusError
+from kamus_kms import offline
+from kamus_kms.errors import (
+    ConfigurationError,
+    DefaultServiceAccountError,
+    InvalidRequestError,
+    KamusError,
+)
+from kamus_kms.offline import MAX_RECIPIENTS, SealingPublicKey
 from kamus_kms.provider import KeyProvider
 from kamus_kms.scope import Scope
 from kamus_kms.sealer import Sealer
@@ -61,30 +69,40 @@ def sealing_key() -> Response:
     return Response(encryptor.sealing.active.public.text() + "\n", content_type=_TEXT)
 
 
-@routes.post("/api/v1/encrypt")
-def encrypt() -> Response:
-    encryptor: Encryptor = current_app.extensions["kamus_encryptor"]
-    try:
-        body = read_json_object(request)
-        data = require_text(body, "data")
-        if not data:
-            # One rule with kamus-cli and kamus-init: an empty secret is a mistake (an unset
-            # variable, an empty file), never something to protect.
-            raise InvalidRequestError('the field "data" is empty; there is nothing to encrypt')
-        scope = Scope(require_text(body, "namespace"), require_text(body, "service-account"))
-        if (
-            scope.is_default_service_account
-            and not encryptor.settings.allow_default_service_account
-        ):
-            raise DefaultServiceAccountError(
-                "refusing to encrypt for the `default` service account: every pod of the namespace "
-                "runs as it; create a dedicated service account"
-            )
-        ciphertext = encryptor.sealer.seal(data.encode("utf-8"), scope)
-    except KamusError as exc:
-        encryptor.outcomes.labels(exc.code).inc()
-        raise
-    encryptor.outcomes.labels("ok").inc()
+def _secret_and_scope(body: dict[str, Any], settings: Settings) -> tuple[bytes, Scope]:
+    data = require_text(body, "data")
+    if not data:
+        # One rule with kamus-cli and kamus-init: an empty secret is a mistake (an unset
+        # variable, an empty file), never something to protect.
+        raise InvalidRequestError('the field "data" is empty; there is nothing to encrypt')
+    scope = Scope(require_text(body, "namespace"), require_text(body, "service-account"))
+    if scope.is_default_service_account and not settings.allow_default_service_account:
+        raise DefaultServiceAccountError(
+            "refusing to encrypt for the `default` service account: every pod of the namespace "
+            "runs as it; create a dedicated service account"
+        )
+    return data.encode("utf-8"), scope
+
+
+def _other_clusters(body: dict[str, Any]) -> list[SealingPublicKey]:
+    keys = body.get("sealing-keys", [])
+    if not isinstance(keys, list) or not all(isinstance(key, str) for key in keys):
+        raise InvalidRequestError('"sealing-keys" must be a list of sealing keys (strings)')
+    if len(keys) >= MAX_RECIPIENTS:
+        raise InvalidRequestError(
+            f'"sealing-keys" names {len(keys)} clusters; a ciphertext seals to at most '
+            f"{MAX_RECIPIENTS} with this one"
+        )
+    parsed = []
+    for index, key in enumerate(keys):
+        try:
+            parsed.append(SealingPublicKey.parse(key))
+        except ConfigurationError as exc:
+            raise InvalidRequestError(f'"sealing-keys"[{index}]: {exc}') from exc
+    return parsed
+
+
+def _answer(ciphertext: str, scope: Scope) -> Response:
     if _wants_json():
         return jsonify(
             {
@@ -94,6 +112,49 @@ def encrypt() -> Response:
             }
         )
     return Response(ciphertext, mimetype="text/plain")
+
+
+@routes.post("/api/v1/encrypt")
+def encrypt() -> Response:
+    encryptor: Encryptor = current_app.extensions["kamus_encryptor"]
+    try:
+        secret, scope = _secret_and_scope(read_json_object(request), encryptor.settings)
+        ciphertext = encryptor.sealer.seal(secret, scope)
+    except KamusError as exc:
+        encryptor.outcomes.labels(exc.code).inc()
+        raise
+    encryptor.outcomes.labels("ok").inc()
+    return _answer(ciphertext, scope)
+
+
+@routes.post("/api/v1/seal")
+def seal() -> Response:
+    """One ciphertext for this cluster and the other clusters whose sealing keys are given.
+
+    What `kamus-cli encrypt --sealing-key a.pub --sealing-key b.pub` makes offline, for clients
+    without kamus-cli: sealed (HPKE) to this cluster's active sealing key and each given one, for
+    the same scope, so it opens in each of those clusters and nowhere else.
+    """
+    encryptor: Encryptor = current_app.extensions["kamus_encryptor"]
+    try:
+        if encryptor.sealing is None:
+            raise InvalidRequestError(
+                "this Kamus has no sealing key (KAMUS_SEALING_KEYS): it cannot seal for several "
+                "clusters; use /api/v1/encrypt"
+            )
+        body = read_json_object(request)
+        secret, scope = _secret_and_scope(body, encryptor.settings)
+        recipients = [encryptor.sealing.active.public, *_other_clusters(body)]
+        ciphertext = offline.seal(
+            secret, scope, recipients,
+            max_plaintext=encryptor.settings.max_plaintext_bytes,
+            padding_bucket=encryptor.settings.padding_bucket,
+        )  # fmt: skip
+    except KamusError as exc:
+        encryptor.outcomes.labels(exc.code).inc()
+        raise
+    encryptor.outcomes.labels("ok").inc()
+    return _answer(ciphertext, scope)
 
 
 def create_app(

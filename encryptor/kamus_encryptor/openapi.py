@@ -57,8 +57,61 @@ OPENAPI: dict[str, Any] = document(
                 },
             }
         },
+        "/api/v1/seal": {
+            "post": {
+                "summary": "Encrypt a secret for a scope, openable in this cluster and in the "
+                "clusters whose sealing keys are given",
+                "description": "What `kamus-cli encrypt --sealing-key ...` makes offline: a "
+                "`kamus:v1:sealed:` ciphertext (HPKE) for this cluster's active sealing key and "
+                "each key of `sealing-keys` (other clusters', from their GET "
+                "/api/v1/sealing-key), for the same namespace and service account.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/SealRequest"}}
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "The ciphertext (JSON when Accept is only application/json)",
+                        "content": {
+                            "text/plain": {
+                                "schema": {"type": "string", "pattern": "^kamus:v1:sealed:"}
+                            },
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/EncryptResponse"}
+                            },
+                        },
+                    },
+                    "400": error(
+                        "Malformed body, invalid names or sealing keys, the default service "
+                        "account, or no sealing key in this Kamus (KAMUS_SEALING_KEYS)"
+                    ),
+                    "413": error("Secret or body too large"),
+                    "415": error("Body is not JSON"),
+                },
+            }
+        },
     },
     {
+        "SealRequest": {
+            "type": "object",
+            "required": ["data", "namespace", "service-account"],
+            "properties": {
+                "data": {"$ref": "#/components/schemas/EncryptRequest/properties/data"},
+                "namespace": {"$ref": "#/components/schemas/EncryptRequest/properties/namespace"},
+                "service-account": {
+                    "$ref": "#/components/schemas/EncryptRequest/properties/service-account"
+                },
+                "sealing-keys": {
+                    "type": "array",
+                    "maxItems": 15,
+                    "items": {"type": "string", "pattern": "^kamus-sealing-key:v1:"},
+                    "description": "Other clusters' public sealing keys (one line each, as GET "
+                    "/api/v1/sealing-key serves them); this cluster's own is always included",
+                },
+            },
+        },
         "EncryptRequest": {
             "type": "object",
             "required": ["data", "namespace", "service-account"],

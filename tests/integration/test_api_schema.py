@@ -37,25 +37,41 @@ def pod_token(token: TokenFactory) -> str:
     return token("team-a", "app")
 
 
-def _exercise(schema: Any, headers: dict[str, str], excluded: list[Any] | None = None) -> list[str]:
+def _check(operation: Any, headers: dict[str, str], excluded: list[Any]) -> None:
+    """Run generated requests against one operation and validate every answer."""
+
+    @given(case=operation.as_strategy())
+    @_SETTINGS
+    def check(case: Any) -> None:
+        case.call_and_validate(headers=headers, excluded_checks=excluded)
+
+    check()
+
+
+def _exercise(
+    schema: Any,
+    headers: dict[str, str],
+    excluded: list[Any] | None = None,
+    excluded_for: dict[str, list[Any]] | None = None,
+) -> list[str]:
     """Run generated requests against every operation; return the operations exercised."""
     exercised = []
     for result in schema.get_all_operations():
         operation = result.ok()
-
-        @given(case=operation.as_strategy())
-        @_SETTINGS
-        def check(case: Any) -> None:
-            case.call_and_validate(headers=headers, excluded_checks=excluded or [])
-
-        check()
+        _check(operation, headers, (excluded or []) + (excluded_for or {}).get(operation.path, []))
         exercised.append(f"{operation.method.upper()} {operation.path}")
     return exercised
 
 
 def test_the_encryptor_conforms_to_its_schema(encryptor_schema: Any) -> None:
-    exercised = _exercise(encryptor_schema, {})
-    assert "POST /api/v1/encrypt" in exercised
+    # This encryptor has no sealing key, and a string shaped like a sealing key is rarely one:
+    # /api/v1/seal answers 400, which is right, so schema-valid data is not expected to pass.
+    exercised = _exercise(
+        encryptor_schema,
+        {},
+        excluded_for={"/api/v1/seal": [schemathesis.checks.positive_data_acceptance]},
+    )
+    assert {"POST /api/v1/encrypt", "POST /api/v1/seal"} <= set(exercised)
 
 
 def test_the_decryptor_conforms_to_its_schema(decryptor_schema: Any, pod_token: str) -> None:

@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+import requests
 from gunicorn_process import Service, base_environment, gunicorn
 
 from kamus_kms.keyring import Keyring
@@ -135,6 +136,36 @@ def test_one_ciphertext_sealed_offline_opens_in_each_recipient_cluster_and_nowhe
         assert cluster.decryptor is not None
         assert cluster.encryptor is not None
         assert SECRET not in cluster.decryptor.output() + cluster.encryptor.output()
+
+
+def test_the_seal_api_makes_the_same_multi_cluster_ciphertext_without_kamus_cli(
+    clusters: dict[str, Cluster], token: TokenFactory, tmp_path: Path
+) -> None:
+    eu, us, other = clusters["prod-eu"], clusters["prod-us"], clusters["other"]
+    assert eu.encryptor is not None
+    assert us.encryptor is not None
+    us_key = requests.get(f"{us.encryptor.url}/api/v1/sealing-key", timeout=10).text.strip()
+    response = requests.post(
+        f"{eu.encryptor.url}/api/v1/seal",
+        json={"data": SECRET, "namespace": "team-s", "service-account": "app",
+              "sealing-keys": [us_key]},
+        timeout=10,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert response.text.startswith("kamus:v1:sealed:team-s:app:")
+    encrypted = tmp_path / "encrypted"
+    encrypted.mkdir()
+    (encrypted / "db-password").write_text(response.text)
+
+    pod_token = token("team-s", "app")
+    for cluster in (eu, us):
+        out = tmp_path / f"out-{cluster.name}"
+        opened = _kamus_init(cluster, encrypted, out, pod_token)
+        assert opened.returncode == 0, opened.stderr
+        assert (out / "db-password").read_text() == SECRET
+    refused = _kamus_init(other, encrypted, tmp_path / "out-other", pod_token)
+    assert refused.returncode == 5
+    assert "invalid_ciphertext" in refused.stderr
 
 
 def test_a_pinned_fingerprint_refuses_another_cluster_s_key(
