@@ -98,6 +98,10 @@ class SealingPublicKey:
             raise ConfigurationError("not a Kamus sealing key (unknown KEM or wrong length)")
         if self.cluster and not _CLUSTER.fullmatch(self.cluster):
             raise ConfigurationError("the sealing key's cluster name is not a valid name")
+        try:
+            self.hpke_key()
+        except ValueError as exc:
+            raise ConfigurationError(f"not a valid {self.kem} public key") from exc
 
     @property
     def fingerprint(self) -> str:
@@ -226,7 +230,13 @@ def seal(
     data_key = random(DATA_KEY_BYTES)
     wrapped = bytes([len(keys)])
     for key in keys:
-        encapsulated = KEMS[key.kem].suite.encrypt(data_key, key.hpke_key(), info=header)
+        try:
+            encapsulated = KEMS[key.kem].suite.encrypt(data_key, key.hpke_key(), info=header)
+        except ValueError as exc:
+            # A point X25519 refuses only in the exchange (all zeros, low order).
+            raise InvalidRequestError(
+                f"sealing key {key.key_id} cannot be sealed to: not a usable public key"
+            ) from exc
         wrapped += bytes.fromhex(key.key_id) + _ENTRY_LEN.pack(len(encapsulated)) + encapsulated
     nonce = random(NONCE_BYTES)
     sealed = AESGCM(data_key).encrypt(nonce, pad(plaintext, padding_bucket), header)

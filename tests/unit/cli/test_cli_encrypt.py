@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
@@ -280,3 +281,24 @@ def test_echo_piped_secret_through_a_real_process(encryptor: CannedServer) -> No
     assert finished.stdout == f"{CIPHERTEXT}\n".encode()
     assert encryptor.requests[0].body["data"] == SECRET
     assert SECRET.encode() not in finished.stderr
+
+
+@pytest.mark.parametrize(
+    ("raw", "kem", "message"),
+    [
+        (bytes(32), "X25519", "not a usable public key"),  # refused only in the exchange
+        (b"\xff" * 1216, "MLKEM768-X25519", "not a valid MLKEM768-X25519 public key"),
+    ],
+)
+def test_an_unusable_sealing_key_file_is_a_clear_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], raw: bytes, kem: str, message: str
+) -> None:
+    key = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    (tmp_path / "bad.pub").write_text(f"kamus-sealing-key:v1:{kem}::{key}\n")
+    argv = ["encrypt", "-n", "team-a", "-a", "api", "-s", SECRET,
+            "--sealing-key", str(tmp_path / "bad.pub")]  # fmt: skip
+    code = main(argv, {})
+    err = capsys.readouterr().err
+    assert code != ExitCode.OK
+    assert message in err
+    assert "Traceback" not in err

@@ -3,6 +3,7 @@ given (the API equivalent of `kamus-cli encrypt --sealing-key a.pub --sealing-ke
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -19,6 +20,15 @@ from kamus_kms.sealingkeys import SealingKeyring
 from kamus_service.settings import Settings
 
 SCOPE = Scope("team-s", "app")
+
+
+def _key_text(kem: str, raw: bytes) -> str:
+    return f"kamus-sealing-key:v1:{kem}::" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+ZERO_X25519 = _key_text("X25519", bytes(32))
+ZERO_HYBRID = _key_text("MLKEM768-X25519", bytes(1216))
+BAD_HYBRID = _key_text("MLKEM768-X25519", b"\xff" * 1216)
 BODY = {"data": "multi-cluster secret", "namespace": "team-s", "service-account": "app"}
 
 
@@ -76,6 +86,11 @@ def test_without_other_keys_it_seals_for_this_cluster_and_answers_json_when_aske
         ({"sealing-keys": [42]}, "must be a list"),
         ({"sealing-keys": ["not a key"]}, '"sealing-keys"[0]: not a Kamus sealing key'),
         ({"sealing-keys": ["x"] * 16}, "at most 16"),
+        # Well formed, but no usable key: all zeros (X25519 refuses the point in the exchange)
+        # and bytes ML-KEM refuses outright.
+        ({"sealing-keys": [ZERO_X25519]}, "not a usable public key"),
+        ({"sealing-keys": [ZERO_HYBRID]}, "not a usable public key"),
+        ({"sealing-keys": [BAD_HYBRID]}, "not a valid MLKEM768-X25519 public key"),
         ({"data": ""}, "nothing to encrypt"),
         ({"service-account": "default"}, "`default` service account"),
     ],
