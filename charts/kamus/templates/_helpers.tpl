@@ -554,3 +554,10 @@ spec:
         {{- toYaml . | nindent 8 }}
         {{- end }}
 {{- end -}}
+
+{{/* PromQL: what a counter grew by over the window, counting series born within it in full: such a
+series' first sample already holds what happened (a pod probing once, then stopping), which
+increase() never counts. A counter reset shows as a drop and is not counted. */}}
+{{- define "kamus.grewBy" -}}
+({{ .metric }}{ {{- .sel -}} } - {{ .metric }}{ {{- .sel -}} } offset {{ .window }}) or {{ .metric }}{ {{- .sel -}} }
+{{- end }}
