@@ -286,28 +286,22 @@ def _records(path: Path) -> Iterator[Record]:
         raise InputError(f"{path}: {exc}; run `{PROGRAM} verify {path}`") from exc
 
 
-def _events(paths: Sequence[Path]) -> list[Record]:
-    """The audit events of every chain, in time order (events without a time last)."""
+def _events(paths: Sequence[Path]) -> Iterable[Record]:
+    """The audit events of every chain, in time order (events without a time last); one chain is
+    read as it streams, as it is already in order."""
     chains = _chains(paths)
     if len(chains) == 1:
-        return list(_records(chains[0]))
+        return _records(chains[0])
     merged = [record for chain in chains for record in _records(chain)]
     latest = datetime.max.replace(tzinfo=UTC)
     return sorted(merged, key=lambda record: event_time(record) or latest)
-
-
-def _time(record: Record) -> datetime | None:
-    try:
-        return _instant(str(record["time"]))
-    except (KeyError, argparse.ArgumentTypeError):
-        return None
 
 
 def _in_period(args: argparse.Namespace) -> Callable[[Record], bool]:
     def match(record: Record) -> bool:
         if args.since is None and args.until is None:
             return True
-        when = _time(record)
+        when = event_time(record)
         if when is None:
             return False
         return (args.since is None or when >= args.since) and (

@@ -155,9 +155,12 @@ def _section(title: str, section_id: str, *content: str) -> str:
 
 def render_html(summary: Summary, sources: Sequence[str], generated: datetime, top: int) -> str:
     """The report as one HTML document."""
-    totals = "".join(
-        f'<div class="total"><b>{summary.outcomes[name]}</b>{name}</div>' for name in OUTCOMES
+    # Every event in a tile: outcomes a damaged or newer record names gather under "other".
+    other = summary.events - sum(summary.outcomes[name] for name in OUTCOMES)
+    tiles = [(name, summary.outcomes[name]) for name in OUTCOMES] + (
+        [("other", other)] * bool(other)
     )
+    totals = "".join(f'<div class="total"><b>{count}</b>{name}</div>' for name, count in tiles)
     outcome_counts = Counter({name: summary.outcomes[name] for name in OUTCOMES})
     denied_scopes = [
         (who, count, ", ".join(f"{s} ({n})" for s, n in summary.denied_scopes[who].most_common()))

@@ -21,6 +21,7 @@ _WIDTHS = tuple(
     for seconds in (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 30 * 86400)
 )
 MAX_BUCKETS = 60
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def items(record: Record) -> list[dict[str, Any]]:
@@ -47,9 +48,9 @@ def event_time(record: Record) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(text)
-    except ValueError:
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # not a time, or one UTC cannot hold (year 1, +05:00)
         return None
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -104,10 +105,16 @@ class Summary:
             return [], {}
         start = min(when for when, _ in self.opened)
         end = max(when for when, _ in self.opened)
-        width = next((w for w in _WIDTHS if (end - start) / w < MAX_BUCKETS), _WIDTHS[-1])
-        origin = datetime.fromtimestamp(
-            start.timestamp() // width.total_seconds() * width.total_seconds(), UTC
-        )
+        width = next((w for w in _WIDTHS if (end - start) / w < MAX_BUCKETS), None)
+        if width is None:
+            # Over years (or a damaged time far off): MAX_BUCKETS equal columns, not calendar ones.
+            width = (end - start) / (MAX_BUCKETS - 1)
+            origin = start
+        else:
+            try:  # columns start at round times: whole hours, days, ...
+                origin = start - (start - _EPOCH) % width
+            except OverflowError:
+                origin = start
         count = int((end - origin) / width) + 1
         busiest = [name for name, _ in Counter(ns for _, ns in self.opened).most_common(top)]
         series: dict[str, list[int]] = {name: [0] * count for name in busiest}

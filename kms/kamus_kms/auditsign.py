@@ -22,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ CHECKPOINT_EVENT = "checkpoint"
 # KAMUS_AUDIT_SIGNING_KEY that `python -m kamus_service.auditsigning new` prints.
 SEALED_SIGNING_KEY = "kamus-audit-signing-key:v1:"
 SIGNING_SCOPE = Scope("kamus-system", "kamus-audit-signing")
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
 
 
 def record_hash(previous: str, record: Mapping[str, Any]) -> str:
@@ -89,9 +91,17 @@ def signing_key(text: str, provider: KeyProvider) -> Ed25519PrivateKey:
     if not text.startswith(SEALED_SIGNING_KEY):
         return load_private(text)
     key, _, sealed = text.removeprefix(SEALED_SIGNING_KEY).partition(":")
+    if not _KEY_ID.fullmatch(key):
+        raise ConfigurationError(
+            "the sealed audit signing key is malformed: expected "
+            f"{SEALED_SIGNING_KEY}<16 hex digits>:<provider>:..."
+        )
     what = f"the audit signing key {key}"
     raw = providersealed.open_sealed(sealed, provider, SIGNING_SCOPE, _sealing_context(key), what)
-    private = Ed25519PrivateKey.from_private_bytes(raw)
+    try:
+        private = Ed25519PrivateKey.from_private_bytes(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{what} is not an Ed25519 seed") from exc
     if key_id(private.public_key()) != key:
         raise ConfigurationError(f"{what} does not match its key id")
     return private

@@ -98,7 +98,7 @@ def test_the_timeline_picks_a_bucket_width_and_groups_small_namespaces() -> None
     assert all(len(values) == len(buckets) for values in series.values())
 
 
-def test_an_empty_period_still_gives_a_page(tmp_path: Path) -> None:
+def test_an_empty_period_still_gives_a_page() -> None:
     page = render_html(Summary(), ["audit.jsonl"], START, 10)
     assert "No ciphertext was decrypted in this period." in page
     assert "<svg" in page  # the outcome chart, all zero
@@ -106,8 +106,10 @@ def test_an_empty_period_still_gives_a_page(tmp_path: Path) -> None:
 
 def test_the_page_can_load_nothing_and_escapes_every_value_from_the_file() -> None:
     hostile = event(0, caller=(HOSTILE, "app"), scopes=((HOSTILE, HOSTILE),), key_id=HOSTILE)
-    page = render_html(summarise([hostile, event(1, "denied", caller=(HOSTILE, "x"))]),
-                       [HOSTILE], START, 10)  # fmt: skip
+    hostile["items"][0]["provider"] = HOSTILE
+    refused = event(1, "denied", caller=(HOSTILE, "x"), reason=HOSTILE)
+    strange = event(2, HOSTILE)  # an outcome no Kamus writes
+    page = render_html(summarise([hostile, refused, strange]), [HOSTILE], START, 10)
     assert "<script" not in page.lower()
     assert "<img" not in page.lower()
     assert "onerror=" not in page.replace("onerror=&quot;", "")
@@ -120,6 +122,30 @@ def test_the_page_can_load_nothing_and_escapes_every_value_from_the_file() -> No
     digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
     assert f"'sha256-{digest}'" in meta
     assert not re.search(r"\sstyle=", page)
+
+
+def test_damaged_or_extreme_times_never_stop_the_report() -> None:
+    records = [event(0), event(1), event(2, "nonsense")]
+    times = ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00", "not a time"]
+    for record, time in zip(records, times, strict=True):
+        record["time"] = time
+    summary = summarise([*records, event(3), {"outcome": "allowed", "items": "not a list"}])
+    buckets, series = summary.timeline()
+    assert 1 <= len(buckets) <= 60
+    assert sum(sum(values) for values in series.values()) == 1  # event(3): the one usable time
+    page = render_html(summary, ["audit.jsonl"], START, 10)
+    # Every event has a tile: the unknown outcome counts under "other".
+    assert '<div class="total"><b>5</b>events</div>' in page
+    assert '<div class="total"><b>1</b>other</div>' in page
+
+
+def test_years_of_records_still_make_at_most_60_columns() -> None:
+    early, late = event(0), event(1)
+    early["time"] = "0001-01-02T00:00:00+00:00"
+    buckets, series = summarise([early, late]).timeline()
+    assert 50 <= len(buckets) <= 60
+    assert series["team-a"][0] == 1
+    assert series["team-a"][-1] == 1
 
 
 @pytest.fixture

@@ -229,8 +229,10 @@ def test_a_signing_key_sealed_by_the_provider_keeps_no_seed_in_the_clear(
         lambda s: s[:-4] + ("BBBB" if s.endswith("AAAA") else "AAAA"),
         lambda s: s.replace("kamus-audit-signing-key:v1:", "kamus-audit-signing-key:v1:f", 1),
         lambda s: s.replace(":local:", ":vault:", 1),
+        lambda s: s.replace("kamus-audit-signing-key:v1:", "kamus-audit-signing-key:v1:é", 1),
+        lambda s: "kamus-audit-signing-key:v1:",
     ],
-    ids=["body", "key-id", "provider"],
+    ids=["body", "key-id", "provider", "non-ascii-key-id", "truncated"],
 )
 def test_an_edited_or_foreign_sealed_signing_key_is_a_configuration_error(
     signer: Ed25519PrivateKey, edit: Callable[[str], str]
