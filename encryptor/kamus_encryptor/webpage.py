@@ -2,8 +2,8 @@
 
 Everything is served by the encryptor itself (no third-party assets) under a Content-Security-Policy
 that lets the page load only these files and talk only to its own origin, refuses every form
-submission (without its script the form would otherwise put the secret into a URL) and requires
-Trusted Types (no HTML is ever built from strings).
+submission (without its script, the browser would post the form itself, the secret included,
+where no encrypt API listens) and requires Trusted Types (no HTML is ever built from strings).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import http.server
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -140,11 +141,19 @@ def test_even_content_injected_into_the_page_cannot_reach_the_network(
             "fetch(arguments[0] + '/fetch').catch(() => {});",
             url,
         )
-        browser.driver.execute_async_script("setTimeout(arguments[0], 500)")
-        assert _Counting.hits == []
-        refusals = browser.console_errors()
-        assert refusals
+        # Wait until the browser has refused all four (not a fixed pause a slow machine could
+        # outlast): an image, a frame, a stylesheet and a connection.
+        kinds = ("Loading the image", "Framing", "Loading the stylesheet", "Connecting to")
+        refusals: list[str] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            refusals += browser.console_errors()
+            if all(any(kind in line for line in refusals) for kind in kinds):
+                break
+            time.sleep(0.05)
+        assert all(any(kind in line for line in refusals) for kind in kinds), refusals
         assert all("Content Security Policy" in line for line in refusals)
+        assert _Counting.hits == []
     finally:
         server.shutdown()
         server.server_close()

@@ -76,14 +76,17 @@ def installed() -> bool:
 
 
 @contextmanager
-def chromium(profile: Path) -> Iterator[Browser]:
-    """A headless Chromium with a fresh profile in ``profile``, quit when the block ends."""
+def chromium(profile: Path, *flags: str) -> Iterator[Browser]:
+    """A headless Chromium with a fresh profile in ``profile`` (and extra command-line
+    ``flags``), quit when the block ends."""
     assert installed(), "Chromium is missing: run scripts/bootstrap.sh --test"
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in _FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
+    for flag in flags:
+        options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=DriverService(executable_path=CHROMEDRIVER))
     try:

@@ -46,7 +46,8 @@
     try {
       const body = await response.json();
       if (body && typeof body.message === "string") {
-        return body.message + " (" + response.status + " " + body.error + ")";
+        const code = typeof body.error === "string" ? " " + body.error : "";
+        return body.message + " (" + response.status + code + ")";
       }
     } catch (ignored) {
       // not a Kamus JSON error: say what the status says
@@ -92,6 +93,11 @@
     say("Encrypted for " + namespace + "/" + serviceAccount + ". The secret was cleared from the page.",
         false);
   });
+
+  // Over plain HTTP (other than to this machine) the secret would cross the network readable.
+  if (!window.isSecureContext) {
+    $("insecure").hidden = false;
+  }
 
   for (const id of ["configmap", "key"]) {
     $(id).addEventListener("input", renderSnippets);
