@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import Any, Generic, TypeVar
@@ -345,18 +346,37 @@ def _reviewer(settings: Settings, metrics: ReviewMetrics) -> TokenReviewer:
     return reviewer
 
 
-def _signer(settings: Settings, provider: KeyProvider) -> Ed25519PrivateKey | None:
+# Waits between attempts to open a sealed signing key while the KMS does not answer at start: a
+# blip during a rollout should not put the pod into CrashLoopBackOff (7 s in all, well inside
+# gunicorn's worker timeout).
+SIGNER_RETRY_WAITS = (1.0, 2.0, 4.0)
+
+
+def _signer(
+    settings: Settings, provider: KeyProvider, sleep: Callable[[float], None] = time.sleep
+) -> Ed25519PrivateKey | None:
     if not settings.audit_signing_key:
         return None
     with exit_on_configuration_error("kamus-decryptor"):
+        return _open_signing_key(settings.audit_signing_key, provider, sleep)
+
+
+def _open_signing_key(
+    text: str, provider: KeyProvider, sleep: Callable[[float], None]
+) -> Ed25519PrivateKey:
+    for wait in SIGNER_RETRY_WAITS:
         try:
-            return signing_key(settings.audit_signing_key, provider)
-        except UnavailableError as exc:
-            # No chain is written without its checkpoints: the restarted pod tries again.
-            raise ConfigurationError(
-                "the audit signing key is sealed by the key provider, which did not answer; "
-                "the decryptor cannot start without it"
-            ) from exc
+            return signing_key(text, provider)
+        except UnavailableError:
+            sleep(wait)
+    try:
+        return signing_key(text, provider)
+    except UnavailableError as exc:
+        # No chain is written without its checkpoints: the restarted pod tries again.
+        raise ConfigurationError(
+            "the audit signing key is sealed by the key provider, which did not answer; "
+            "the decryptor cannot start without it"
+        ) from exc
 
 
 def _audit_file(

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from kamus_cli.audit import main as audit_main
 from kamus_client.exitcodes import ExitCode
+from kamus_decryptor.app import SIGNER_RETRY_WAITS, _signer
 from kamus_decryptor.auditfile import AuditDirectory, AuditFile
 from kamus_kms.auditchain import verify
 from kamus_kms.auditsign import (
@@ -25,10 +26,11 @@ from kamus_kms.auditsign import (
     signing_key,
     verify_public,
 )
-from kamus_kms.errors import ConfigurationError, InvalidCiphertextError
+from kamus_kms.errors import ConfigurationError, InvalidCiphertextError, UnavailableError
 from kamus_kms.keyring import Keyring
 from kamus_kms.providers.local import LocalKeyringProvider
 from kamus_kms.sealer import Sealer
+from kamus_service.settings import Settings
 
 SampleEvent = Callable[[int], dict[str, Any]]
 
@@ -252,3 +254,37 @@ def test_no_decrypt_request_opens_a_sealed_signing_key(signer: Ed25519PrivateKey
     text = f"kamus:v1:local:{SIGNING_SCOPE.namespace}:{SIGNING_SCOPE.service_account}:{key}:{body}"
     with pytest.raises(InvalidCiphertextError):
         Sealer(provider).open(text, SIGNING_SCOPE)
+
+
+class _FlakyKms(LocalKeyringProvider):
+    """A provider that does not answer its first ``failures`` unwraps."""
+
+    def __init__(self, keyring: Keyring, failures: int) -> None:
+        super().__init__(keyring)
+        self.failures = failures
+
+    def recover_data_key(self, *args: Any, **kwargs: Any) -> bytes:
+        if self.failures:
+            self.failures -= 1
+            raise UnavailableError("the KMS did not answer")
+        return super().recover_data_key(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("failures", "starts"), [(0, True), (3, True), (4, False)])
+def test_a_kms_blip_at_start_is_waited_out_then_the_decryptor_refuses_to_start(
+    signer: Ed25519PrivateKey, failures: int, starts: bool
+) -> None:
+    keyring = Keyring.generate()
+    sealed = seal_private(signer, LocalKeyringProvider(keyring))
+    settings = Settings(service="decryptor", keyring=keyring.to_json(), audit_key=b"k" * 32,
+                        audit_signing_key=sealed, audit_dir=Path("/nonexistent"))  # fmt: skip
+    waits: list[float] = []
+    provider = _FlakyKms(keyring, failures)
+    if starts:
+        opened = _signer(settings, provider, sleep=waits.append)
+        assert opened is not None
+        assert opened.private_bytes_raw() == signer.private_bytes_raw()
+    else:
+        with pytest.raises(SystemExit):
+            _signer(settings, provider, sleep=waits.append)
+    assert waits == list(SIGNER_RETRY_WAITS[:failures])
