@@ -96,7 +96,10 @@ def main(
                 snapshots.publish(settings.decrypted_path, files, mode=settings.file_mode)
                 return len(ciphertexts)
 
-            return watch.watch(settings, publish, program=PROGRAM)
+            def prune() -> None:
+                snapshots.prune(settings.decrypted_path)
+
+            return watch.watch(settings, publish, program=PROGRAM, between=prune)
         count = run(settings, clock=clock, sleep=sleep)
         print(
             f"{PROGRAM}: wrote {count} decrypted item(s) to {settings.decrypted_path}"

@@ -7,9 +7,10 @@
 A new snapshot is written whole (every file fsynced, with its mode) before one ``rename`` of a
 ``..data`` symlink switches readers to it, so a reader that resolves ``..data`` once sees all old or
 all new files, never a mix and never a half-written file; the visible names are symlinks through
-``..data``, created once and kept. The snapshot just replaced stays until the next update, so a
-reader that resolved ``..data`` before the switch can finish reading a whole set (removing it at
-once would let such a reader list a half-deleted folder); older ones are removed.
+``..data``, created once and kept. The snapshot just replaced stays a few seconds
+(``PREVIOUS_KEPT_SECONDS``, removed by :func:`prune`), so a reader that resolved ``..data`` before
+the switch can finish reading a whole set: removing it at once would let such a reader list a
+half-deleted folder, and keeping it longer would keep replaced secrets around.
 ``kamus-init --watch`` publishes this way (docs/CLI.md).
 """
 
@@ -18,12 +19,13 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from kamus_client.errors import OutputError
 
 DATA = "..data"
+PREVIOUS_KEPT_SECONDS = 5.0
 _SNAPSHOT = "..2"  # ..<year>_...: a snapshot folder (not ..data)
 
 
@@ -74,3 +76,18 @@ def _fsync(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def prune(directory: Path, *, grace: float = PREVIOUS_KEPT_SECONDS,
+          now: Callable[[], float] = time.time) -> None:  # fmt: skip
+    """Remove every snapshot but the current one, once ``..data`` switched ``grace`` seconds ago."""
+    try:
+        switched = (directory / DATA).lstat().st_mtime
+        current = os.readlink(directory / DATA)
+    except OSError:
+        return  # nothing published yet
+    if now() - switched < grace:
+        return
+    for entry in directory.iterdir():
+        if entry.name.startswith(_SNAPSHOT) and entry.name != current and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)

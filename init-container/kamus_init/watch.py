@@ -27,8 +27,10 @@ def watch(
     *,
     stop: threading.Event | None = None,
     program: str = "kamus-init",
+    between: Callable[[], None] | None = None,
 ) -> int:
-    """Publish now and whenever the ciphertexts change, until ``stop`` is set (or SIGTERM)."""
+    """Publish now and whenever the ciphertexts change, until ``stop`` is set (or SIGTERM);
+    ``between`` runs after each look (the removal of replaced snapshots)."""
     stopping = stop or _stop_on_signals()
     published: dict[str, str] | None = None
     while True:
@@ -45,6 +47,8 @@ def watch(
             # The last published files stay in place; the next interval tries again.
             print(f"{program}: error: {exc} (the last published files are kept)",
                   file=sys.stderr, flush=True)  # fmt: skip
+        if between is not None:
+            between()
         if stopping.wait(settings.watch_interval):
             print(f"{program}: stopping", flush=True)
             return 0

@@ -21,7 +21,7 @@ from configmap_mounts import PREFIX, configmap_folder, echo, kubelet_update
 
 from kamus_init.main import decrypt_and_render
 from kamus_init.settings import load_settings
-from kamus_init.snapshots import publish
+from kamus_init.snapshots import PREVIOUS_KEPT_SECONDS, prune, publish
 from kamus_init.watch import watch
 
 KEYS = ("db-password", "api-key", "tls.key")
@@ -173,3 +173,21 @@ def test_sigterm_stops_the_sidecar_cleanly(
     assert process.returncode == 0, err
     assert "published 3 decrypted item(s)" in out
     assert out.rstrip().endswith("kamus-init: stopping")
+
+
+def test_a_replaced_snapshot_is_removed_a_few_seconds_after_the_switch(tmp_path: Path) -> None:
+    target = tmp_path / "decrypted"
+    publish(target, {"password": b"old"}, mode=0o400)
+    publish(target, {"password": b"new"}, mode=0o400)
+    switched = (target / "..data").lstat().st_mtime
+
+    def snapshots() -> list[str]:
+        return sorted(p.name for p in target.iterdir() if p.name.startswith("..2"))
+
+    assert len(snapshots()) == 2
+    prune(target, now=lambda: switched + PREVIOUS_KEPT_SECONDS - 1)  # a reader may still be on it
+    assert len(snapshots()) == 2
+    prune(target, now=lambda: switched + PREVIOUS_KEPT_SECONDS + 1)
+    assert snapshots() == [os.readlink(target / "..data")]
+    assert (target / "password").read_text() == "new"
+    prune(tmp_path / "never-published")  # nothing to do, no error
