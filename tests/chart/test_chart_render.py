@@ -134,6 +134,16 @@ def test_without_the_web_page_the_ingress_routes_only_the_api(
     assert env["KAMUS_WEB_PAGE"] == "false"
 
 
+def test_page_paths_given_by_the_user_are_not_repeated(
+    objects_of: Callable[..., list[dict[str, Any]]], case_values: Values
+) -> None:
+    values = case_values("ingress")
+    values["encryptor"]["ingress"]["paths"] = [{"path": "/", "pathType": "Prefix"}]
+    (ingress,) = [m for m in objects_of(CHART, values) if m["kind"] == "Ingress"]
+    paths = [(p["path"], p["pathType"]) for p in ingress["spec"]["rules"][0]["http"]["paths"]]
+    assert paths == [("/", "Prefix"), ("/ui/", "Prefix")]
+
+
 def test_autoscaler_owns_the_replica_count(manifests: Manifests) -> None:
     deployments = {m["metadata"]["name"]: m for m in manifests("hpa") if m["kind"] == "Deployment"}
     hpas = {
