@@ -82,3 +82,21 @@ if [ "${1:-}" = "--test" ] && [ ! -x .venv/bin/promtool ]; then
   install -m 0755 "$workdir/root/usr/bin/promtool" .venv/bin/promtool
   rm -rf "$workdir"
 fi
+
+# The Prometheus Operator's CRD schemas, compiled by @kubernetes-models/prometheus-operator (npm),
+# validate the chart's ServiceMonitor and PrometheusRule; installed from the committed lock file.
+schemas="tests/chart/operator-schemas"
+if [ "${1:-}" = "--test" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "bootstrap: installing nodejs and npm (Debian)" >&2
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  lock_digest="$(sha256sum "$schemas/package-lock.json" | cut -d' ' -f1)"
+  if [ "$(cat "$schemas/node_modules/.kamus-installed" 2>/dev/null || true)" != "$lock_digest" ]; then
+    echo "bootstrap: installing the Prometheus Operator schemas (npm ci)" >&2
+    npm ci --prefix "$schemas" --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+    echo "$lock_digest" > "$schemas/node_modules/.kamus-installed"
+  fi
+fi

@@ -310,6 +310,12 @@ def case_values() -> Callable[[str], Values]:
 
 
 @pytest.fixture(scope="session")
+def case_names() -> list[str]:
+    """The names of every value set of CASES."""
+    return sorted(CASES)
+
+
+@pytest.fixture(scope="session")
 def tls_enabled() -> Callable[[str], bool]:
     """Whether a value set of CASES serves HTTPS (`tls.enabled`)."""
     return lambda case: case in TLS_CASES
