@@ -170,7 +170,9 @@ def create_app(
     configure_logging(settings.log_level)
     registry = registry or CollectorRegistry()
     provider = provider or provider_from_settings(settings, registry)
-    page = WebPage() if settings.web_page else None
+    with exit_on_configuration_error("kamus-encryptor"):
+        sealing = SealingKeyring.parse(settings.sealing_keys) if settings.sealing_keys else None
+    page = WebPage(sealing=sealing is not None) if settings.web_page else None
     app = new_app(
         "kamus_encryptor",
         settings,
@@ -182,8 +184,6 @@ def create_app(
     if page is not None:
         for route in ASSETS:
             app.add_url_rule(route, route, partial(page.asset, route), methods=["GET"])
-    with exit_on_configuration_error("kamus-encryptor"):
-        sealing = SealingKeyring.parse(settings.sealing_keys) if settings.sealing_keys else None
     app.extensions["kamus_encryptor"] = Encryptor(
         sealer_from_settings(settings, provider), settings, registry, sealing
     )

@@ -41,12 +41,19 @@ ASSETS = {
 }
 
 
+_CLUSTERS_HIDDEN = b'<details id="clusters" hidden>'
+_CLUSTERS_SHOWN = b'<details id="clusters">'
+
+
 class WebPage:
     """The page and its assets, read from the package once."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, sealing: bool = False) -> None:
         folder = files("kamus_encryptor") / "ui"
         self._page = (folder / "index.html").read_bytes()
+        if sealing:
+            # Several clusters can be sealed for here (POST /api/v1/seal): show the option.
+            self._page = self._page.replace(_CLUSTERS_HIDDEN, _CLUSTERS_SHOWN, 1)
         self._assets = {
             route: ((folder / name).read_bytes(), content_type)
             for route, (name, content_type) in ASSETS.items()

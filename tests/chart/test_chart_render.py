@@ -144,6 +144,17 @@ def test_page_paths_given_by_the_user_are_not_repeated(
     assert paths == [("/", "Prefix"), ("/ui/", "Prefix")]
 
 
+def test_with_sealing_keys_the_ingress_routes_the_public_key_and_the_seal_api(
+    objects_of: Callable[..., list[dict[str, Any]]], case_values: Values
+) -> None:
+    values = case_values("ingress")
+    values["sealingKeys"] = {"existingSecret": {"name": "kamus-sealing"}}
+    (ingress,) = [m for m in objects_of(CHART, values) if m["kind"] == "Ingress"]
+    paths = {p["path"] for p in ingress["spec"]["rules"][0]["http"]["paths"]}
+    assert {"/api/v1/sealing-key", "/api/v1/seal", "/", "/ui/"} <= paths
+    assert "/api/v1/decrypt" not in paths
+
+
 def test_autoscaler_owns_the_replica_count(manifests: Manifests) -> None:
     deployments = {m["metadata"]["name"]: m for m in manifests("hpa") if m["kind"] == "Deployment"}
     hpas = {

@@ -17,7 +17,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from browser import chromium
 from gunicorn_process import Service, base_environment, gunicorn
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 from kamus_kms.keyring import Keyring
 
@@ -166,6 +170,44 @@ def test_the_seal_api_makes_the_same_multi_cluster_ciphertext_without_kamus_cli(
     refused = _kamus_init(other, encrypted, tmp_path / "out-other", pod_token)
     assert refused.returncode == 5
     assert "invalid_ciphertext" in refused.stderr
+
+
+def test_the_encrypt_page_seals_for_several_clusters(
+    clusters: dict[str, Cluster], token: TokenFactory, tmp_path: Path
+) -> None:
+    # In a browser, on prod-eu's encryptor: the other-clusters option, prod-us's key pasted in.
+    eu, us, other = clusters["prod-eu"], clusters["prod-us"], clusters["other"]
+    assert eu.encryptor is not None
+    assert us.encryptor is not None
+    us_key = requests.get(f"{us.encryptor.url}/api/v1/sealing-key", timeout=10).text.strip()
+    with chromium(tmp_path / "profile") as browser:
+        driver = browser.driver
+        driver.get(eu.encryptor.url + "/")
+        details = driver.find_element(By.ID, "clusters")
+        assert details.is_displayed()  # this Kamus has a sealing key
+        details.find_element(By.TAG_NAME, "summary").click()
+        for field, value in (("namespace", "team-s"), ("service-account", "app"),
+                             ("secret", SECRET), ("sealing-keys", us_key)):  # fmt: skip
+            driver.find_element(By.ID, field).send_keys(value)
+        driver.find_element(By.ID, "encrypt").click()
+        WebDriverWait(driver, 10).until(
+            expected_conditions.visibility_of_element_located((By.ID, "result"))
+        )
+        ciphertext = driver.find_element(By.ID, "ciphertext").get_attribute("textContent") or ""
+        status = driver.find_element(By.ID, "status").text
+        assert browser.console_errors() == []
+    assert "in this cluster and 1 other(s)" in status
+    assert ciphertext.startswith("kamus:v1:sealed:team-s:app:")
+    encrypted = tmp_path / "encrypted"
+    encrypted.mkdir()
+    (encrypted / "db-password").write_text(ciphertext)
+    pod_token = token("team-s", "app")
+    for cluster in (eu, us):
+        out = tmp_path / f"out-{cluster.name}"
+        opened = _kamus_init(cluster, encrypted, out, pod_token)
+        assert opened.returncode == 0, opened.stderr
+        assert (out / "db-password").read_text() == SECRET
+    assert _kamus_init(other, encrypted, tmp_path / "out-other", pod_token).returncode == 5
 
 
 def test_a_pinned_fingerprint_refuses_another_cluster_s_key(

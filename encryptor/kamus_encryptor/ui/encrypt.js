@@ -63,14 +63,20 @@
     const namespace = $("namespace").value.trim();
     const serviceAccount = $("service-account").value.trim();
     const secret = $("secret").value;
+    const body = { data: secret, namespace, "service-account": serviceAccount };
+    const others = $("sealing-keys").value.split("\n").map((line) => line.trim()).filter(Boolean);
+    if (others.length > 0) {
+      body["sealing-keys"] = others;
+    }
     $("encrypt").disabled = true;
     say("Encrypting…", false);
     let response;
     try {
-      response = await fetch("api/v1/encrypt", {
+      // Several clusters: sealed to this one's and the others' sealing keys (POST /api/v1/seal).
+      response = await fetch(others.length > 0 ? "api/v1/seal" : "api/v1/encrypt", {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "text/plain" },
-        body: JSON.stringify({ data: secret, namespace, "service-account": serviceAccount }),
+        body: JSON.stringify(body),
         credentials: "omit",
         cache: "no-store",
         referrerPolicy: "no-referrer",
@@ -90,8 +96,9 @@
     $("secret").value = "";
     renderSnippets();
     $("result").hidden = false;
-    say("Encrypted for " + namespace + "/" + serviceAccount + ". The secret was cleared from the page.",
-        false);
+    const where = others.length > 0 ? " in this cluster and " + others.length + " other(s)" : "";
+    say("Encrypted for " + namespace + "/" + serviceAccount + where +
+        ". The secret was cleared from the page.", false);
   });
 
   // Over plain HTTP (other than to this machine) the secret would cross the network readable.

@@ -11,6 +11,8 @@ from flask.testing import FlaskClient
 
 from kamus_encryptor import create_app
 from kamus_kms.keyring import Keyring
+from kamus_kms.providers.local import LocalKeyringProvider
+from kamus_kms.sealingkeys import SealingKeyring
 from kamus_service.settings import Settings
 
 CHROME = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
@@ -94,5 +96,19 @@ def test_the_script_builds_no_html_from_strings(keyring: Keyring) -> None:
     script = _client(keyring).get("/ui/encrypt.js").get_data(as_text=True)
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in script
-    # The secret goes to the encrypt API only, by a same-origin relative URL.
-    assert re.findall(r"fetch\(\s*\"([^\"]+)\"", script) == ["api/v1/encrypt"]
+    # The secret goes to the encrypt APIs only, by same-origin relative URLs.
+    urls = set(re.findall(r'"(api/v1/[a-z/-]+)"', script))
+    assert urls == {"api/v1/encrypt", "api/v1/seal"}
+    assert not re.search(r"https?:", script)
+
+
+def test_the_other_clusters_option_shows_only_where_there_is_a_sealing_key(
+    keyring: Keyring,
+) -> None:
+    hidden = _client(keyring).get("/", headers={"Accept": CHROME}).get_data(as_text=True)
+    assert '<details id="clusters" hidden>' in hidden
+    provider = LocalKeyringProvider(keyring)
+    ring, _ = SealingKeyring([]).with_new_key(provider, kem="X25519", cluster="prod")
+    settings = Settings(service="encryptor", keyring=keyring.to_json(), sealing_keys=ring.dumps())
+    shown = create_app(settings).test_client().get("/", headers={"Accept": CHROME})
+    assert '<details id="clusters">' in shown.get_data(as_text=True)
