@@ -83,9 +83,10 @@ if [ "${1:-}" = "--test" ] && [ ! -x .venv/bin/promtool ]; then
   rm -rf "$workdir"
 fi
 
-# The Prometheus Operator's CRD schemas, compiled by @kubernetes-models/prometheus-operator (npm),
-# validate the chart's ServiceMonitor and PrometheusRule; installed from the committed lock file.
-schemas="tests/chart/operator-schemas"
+# Third-party schemas the chart is checked against (npm): the Prometheus Operator's CRDs, compiled by
+# @kubernetes-models/prometheus-operator, and Grafana's dashboard model (@grafana/schema, with
+# TypeScript); installed from the committed lock file.
+schemas="tests/chart/schemas"
 if [ "${1:-}" = "--test" ]; then
   if ! command -v npm >/dev/null 2>&1; then
     echo "bootstrap: installing nodejs and npm (Debian)" >&2
@@ -95,7 +96,7 @@ if [ "${1:-}" = "--test" ]; then
   fi
   lock_digest="$(sha256sum "$schemas/package-lock.json" | cut -d' ' -f1)"
   if [ "$(cat "$schemas/node_modules/.kamus-installed" 2>/dev/null || true)" != "$lock_digest" ]; then
-    echo "bootstrap: installing the Prometheus Operator schemas (npm ci)" >&2
+    echo "bootstrap: installing the chart's schemas (npm ci)" >&2
     npm ci --prefix "$schemas" --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
     echo "$lock_digest" > "$schemas/node_modules/.kamus-installed"
   fi
