@@ -4,6 +4,7 @@ images serve."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,7 +36,12 @@ def test_the_image_command_serves_with_a_listening_socket_per_worker(
 ) -> None:
     url = image.url
     port = int(url.rsplit(":", 1)[1])
-    # --workers=2 --reuse-port: the kernel spreads connections over two sockets, not one.
+    # --workers=2 --reuse-port: the kernel spreads connections over two sockets, not one. Each
+    # worker binds its own as it starts, and the service answers as soon as the first has: give
+    # the second a moment on a busy machine.
+    deadline = time.monotonic() + 20
+    while _listening_sockets(port) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _listening_sockets(port) == 2
     # --no-control-socket: no administration socket in the container.
     assert "Control socket" not in image.output()
