@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from kamus_cli.auditreport import render_html
-from kamus_cli.auditsummary import OUTCOMES, event_time, summarise
+from kamus_cli.auditsummary import (
+    OUTCOMES,
+    Record,
+    caller,
+    event_time,
+    items,
+    scope,
+    summarise,
+)
 from kamus_client import environment
 from kamus_client.errors import InputError, OutputError
 from kamus_client.exitcodes import ExitCode
@@ -39,7 +47,6 @@ KEY_ENV = environment.AUDIT_KEY
 TABLE_COLUMNS = ("time", "outcome", "reason", "action", "caller", "pod", "scope")
 _HEAD = re.compile(r"(\d+):([0-9a-fA-F]{64})")
 
-Record = dict[str, Any]
 _PATHS_HELP = "audit files, or folders of them (*.jsonl: one chain per decryptor process)"
 
 
@@ -311,16 +318,6 @@ def _in_period(args: argparse.Namespace) -> Callable[[Record], bool]:
     return match
 
 
-def _items(record: Record) -> list[dict[str, Any]]:
-    items = record.get("items")
-    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
-
-
-def _caller(record: Record) -> dict[str, Any]:
-    caller = record.get("caller")
-    return caller if isinstance(caller, dict) else {}
-
-
 def _matches(args: argparse.Namespace) -> Callable[[Record], bool]:
     in_period = _in_period(args)
 
@@ -332,10 +329,10 @@ def _matches(args: argparse.Namespace) -> Callable[[Record], bool]:
     def match(record: Record) -> bool:
         if args.outcome is not None and record.get("outcome") != args.outcome:
             return False
-        if args.pod is not None and _caller(record).get("pod") != args.pod:
+        if args.pod is not None and caller(record).get("pod") != args.pod:
             return False
         if (args.namespace or args.service_account) and not any(
-            item_matches(item) for item in _items(record)
+            item_matches(item) for item in items(record)
         ):
             return False
         return in_period(record)
@@ -343,12 +340,8 @@ def _matches(args: argparse.Namespace) -> Callable[[Record], bool]:
     return match
 
 
-def _scope(item: dict[str, Any]) -> str:
-    return f"{item.get('namespace', '?')}/{item.get('service_account', '?')}"
-
-
 def _scopes(record: Record) -> list[str]:
-    return sorted({_scope(item) for item in _items(record) if item.get("namespace")})
+    return sorted({scope(item) for item in items(record) if item.get("namespace")})
 
 
 def _cell(value: object) -> str:
@@ -356,14 +349,14 @@ def _cell(value: object) -> str:
 
 
 def _row(record: Record) -> tuple[str, ...]:
-    caller = _caller(record)
+    who = caller(record)
     return (
         _cell(record.get("time")),
         _cell(record.get("outcome")),
         _cell(record.get("reason")),
         _cell(record.get("action")),
-        _cell(caller.get("username")),
-        _cell(caller.get("pod")),
+        _cell(who.get("username")),
+        _cell(who.get("pod")),
         _cell(",".join(_scopes(record))),
     )
 
