@@ -101,10 +101,31 @@ def _kamus_init(
                 "--timeout", "20", env=env)  # fmt: skip
 
 
+def _opens_in_eu_and_us_only(
+    clusters: dict[str, Cluster], ciphertext: str, token: TokenFactory, tmp_path: Path
+) -> Path:
+    """Check that a pod of team-s/app gets ``ciphertext`` decrypted by kamus-init in prod-eu and
+    prod-us and nothing in the third cluster; return the folder holding it."""
+    encrypted = tmp_path / "encrypted"
+    encrypted.mkdir()
+    (encrypted / "db-password").write_text(ciphertext)
+    pod_token = token("team-s", "app")
+    for cluster in (clusters["prod-eu"], clusters["prod-us"]):
+        out = tmp_path / f"out-{cluster.name}"
+        opened = _kamus_init(cluster, encrypted, out, pod_token)
+        assert opened.returncode == 0, opened.stderr
+        assert (out / "db-password").read_text() == SECRET
+    refused = _kamus_init(clusters["other"], encrypted, tmp_path / "out-other", pod_token)
+    assert refused.returncode == 5  # 400 invalid_ciphertext: not sealed for this cluster
+    assert "invalid_ciphertext" in refused.stderr
+    assert list((tmp_path / "out-other").iterdir()) == []
+    return encrypted
+
+
 def test_one_ciphertext_sealed_offline_opens_in_each_recipient_cluster_and_nowhere_else(
     clusters: dict[str, Cluster], token: TokenFactory, tmp_path: Path
 ) -> None:
-    eu, us, other = clusters["prod-eu"], clusters["prod-us"], clusters["other"]
+    eu, us = clusters["prod-eu"], clusters["prod-us"]
     said = _fetch_key(eu, tmp_path / "eu.pub")
     _fetch_key(us, tmp_path / "us.pub")
     assert "of cluster 'prod-eu' (MLKEM768-X25519), SHA-256 fingerprint" in said
@@ -117,21 +138,7 @@ def test_one_ciphertext_sealed_offline_opens_in_each_recipient_cluster_and_nowhe
                   stdin=SECRET)  # fmt: skip
     assert sealed.returncode == 0, sealed.stderr
     assert sealed.stdout.startswith("kamus:v1:sealed:team-s:app:")
-    encrypted = tmp_path / "encrypted"
-    encrypted.mkdir()
-    (encrypted / "db-password").write_text(sealed.stdout)
-
-    pod_token = token("team-s", "app")
-    for cluster in (eu, us):
-        out = tmp_path / f"out-{cluster.name}"
-        opened = _kamus_init(cluster, encrypted, out, pod_token)
-        assert opened.returncode == 0, opened.stderr
-        assert (out / "db-password").read_text() == SECRET
-
-    refused = _kamus_init(other, encrypted, tmp_path / "out-other", pod_token)
-    assert refused.returncode == 5  # 400 invalid_ciphertext: not sealed for this cluster
-    assert "invalid_ciphertext" in refused.stderr
-    assert list((tmp_path / "out-other").iterdir()) == []
+    encrypted = _opens_in_eu_and_us_only(clusters, sealed.stdout, token, tmp_path)
     wrong_scope = _kamus_init(eu, encrypted, tmp_path / "out-intruder", token("team-s", "intruder"))
     assert wrong_scope.returncode == 5
     assert "scope_mismatch" in wrong_scope.stderr
@@ -145,7 +152,7 @@ def test_one_ciphertext_sealed_offline_opens_in_each_recipient_cluster_and_nowhe
 def test_the_seal_api_makes_the_same_multi_cluster_ciphertext_without_kamus_cli(
     clusters: dict[str, Cluster], token: TokenFactory, tmp_path: Path
 ) -> None:
-    eu, us, other = clusters["prod-eu"], clusters["prod-us"], clusters["other"]
+    eu, us = clusters["prod-eu"], clusters["prod-us"]
     assert eu.encryptor is not None
     assert us.encryptor is not None
     us_key = requests.get(f"{us.encryptor.url}/api/v1/sealing-key", timeout=10).text.strip()
@@ -157,26 +164,14 @@ def test_the_seal_api_makes_the_same_multi_cluster_ciphertext_without_kamus_cli(
     )  # fmt: skip
     assert response.status_code == 200, response.text
     assert response.text.startswith("kamus:v1:sealed:team-s:app:")
-    encrypted = tmp_path / "encrypted"
-    encrypted.mkdir()
-    (encrypted / "db-password").write_text(response.text)
-
-    pod_token = token("team-s", "app")
-    for cluster in (eu, us):
-        out = tmp_path / f"out-{cluster.name}"
-        opened = _kamus_init(cluster, encrypted, out, pod_token)
-        assert opened.returncode == 0, opened.stderr
-        assert (out / "db-password").read_text() == SECRET
-    refused = _kamus_init(other, encrypted, tmp_path / "out-other", pod_token)
-    assert refused.returncode == 5
-    assert "invalid_ciphertext" in refused.stderr
+    _opens_in_eu_and_us_only(clusters, response.text, token, tmp_path)
 
 
 def test_the_encrypt_page_seals_for_several_clusters(
     clusters: dict[str, Cluster], token: TokenFactory, tmp_path: Path
 ) -> None:
     # In a browser, on prod-eu's encryptor: the other-clusters option, prod-us's key pasted in.
-    eu, us, other = clusters["prod-eu"], clusters["prod-us"], clusters["other"]
+    eu, us = clusters["prod-eu"], clusters["prod-us"]
     assert eu.encryptor is not None
     assert us.encryptor is not None
     us_key = requests.get(f"{us.encryptor.url}/api/v1/sealing-key", timeout=10).text.strip()
@@ -198,16 +193,7 @@ def test_the_encrypt_page_seals_for_several_clusters(
         assert browser.console_errors() == []
     assert "in this cluster and 1 other(s)" in status
     assert ciphertext.startswith("kamus:v1:sealed:team-s:app:")
-    encrypted = tmp_path / "encrypted"
-    encrypted.mkdir()
-    (encrypted / "db-password").write_text(ciphertext)
-    pod_token = token("team-s", "app")
-    for cluster in (eu, us):
-        out = tmp_path / f"out-{cluster.name}"
-        opened = _kamus_init(cluster, encrypted, out, pod_token)
-        assert opened.returncode == 0, opened.stderr
-        assert (out / "db-password").read_text() == SECRET
-    assert _kamus_init(other, encrypted, tmp_path / "out-other", pod_token).returncode == 5
+    _opens_in_eu_and_us_only(clusters, ciphertext, token, tmp_path)
 
 
 def test_a_pinned_fingerprint_refuses_another_cluster_s_key(
