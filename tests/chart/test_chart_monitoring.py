@@ -146,12 +146,17 @@ def test_the_alert_rules_pass_promtool_check(manifests: Manifests, tmp_path: Pat
     assert "SUCCESS: 7 rules found" in result.stdout
 
 
+def run_rule_tests(groups: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`promtool test rules` of tests/chart/promtool over these rule groups."""
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(groups))
+    shutil.copy(PROMTOOL_TESTS, tmp_path / "tests.yaml")
+    return run_promtool("test", "rules", "tests.yaml", cwd=tmp_path)
+
+
 def test_the_alerts_fire_when_they_should_and_only_then(
     manifests: Manifests, tmp_path: Path
 ) -> None:
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule_groups(manifests)))
-    shutil.copy(PROMTOOL_TESTS, tmp_path / "tests.yaml")
-    result = run_promtool("test", "rules", "tests.yaml", cwd=tmp_path)
+    result = run_rule_tests(rule_groups(manifests), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -164,9 +169,7 @@ def test_promtool_rule_tests_do_fail_on_a_wrong_expectation(
     probing = groups["groups"][0]["rules"][1]
     assert probing["alert"] == "KamusScopeProbing"
     probing["expr"] = probing["expr"].replace(">= 3", ">= 2")
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(groups))
-    shutil.copy(PROMTOOL_TESTS, tmp_path / "tests.yaml")
-    result = run_promtool("test", "rules", "tests.yaml", cwd=tmp_path)
+    result = run_rule_tests(groups, tmp_path)
     assert result.returncode != 0
     assert "team-c" in result.stdout + result.stderr
 
