@@ -89,6 +89,12 @@ def _fetch_key(cluster: Cluster, out: Path) -> str:
     return fetched.stderr
 
 
+def _sealing_key_text(cluster: Cluster) -> str:
+    """The cluster's public sealing key, as its encryptor serves it."""
+    assert cluster.encryptor is not None
+    return requests.get(f"{cluster.encryptor.url}/api/v1/sealing-key", timeout=10).text.strip()
+
+
 def _kamus_init(
     cluster: Cluster, folder: Path, out: Path, token: str
 ) -> subprocess.CompletedProcess[str]:
@@ -155,7 +161,7 @@ def test_the_seal_api_makes_the_same_multi_cluster_ciphertext_without_kamus_cli(
     eu, us = clusters["prod-eu"], clusters["prod-us"]
     assert eu.encryptor is not None
     assert us.encryptor is not None
-    us_key = requests.get(f"{us.encryptor.url}/api/v1/sealing-key", timeout=10).text.strip()
+    us_key = _sealing_key_text(us)
     response = requests.post(
         f"{eu.encryptor.url}/api/v1/seal",
         json={"data": SECRET, "namespace": "team-s", "service-account": "app",
@@ -174,7 +180,7 @@ def test_the_encrypt_page_seals_for_several_clusters(
     eu, us = clusters["prod-eu"], clusters["prod-us"]
     assert eu.encryptor is not None
     assert us.encryptor is not None
-    us_key = requests.get(f"{us.encryptor.url}/api/v1/sealing-key", timeout=10).text.strip()
+    us_key = _sealing_key_text(us)
     with chromium(tmp_path / "profile") as browser:
         driver = browser.driver
         driver.get(eu.encryptor.url + "/")

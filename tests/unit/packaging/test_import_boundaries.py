@@ -71,19 +71,16 @@ def decryptor() -> Iterator[CannedServer]:
         yield server
 
 
-@pytest.mark.parametrize("output_format", ["files", "json", "env", "cfg"])
-def test_kamus_init_decrypts_with_only_the_client_and_the_standard_library(
-    decryptor: CannedServer, tmp_path: Path, output_format: str
-) -> None:
-    encrypted = tmp_path / "encrypted"
-    encrypted.mkdir()
-    for number in range(3):
-        (encrypted / f"key{number}").write_text(f"kamus:v2:ciphertext-{number}")
+def run_kamus_init_blocked(
+    blocked: list[str], decryptor: CannedServer, tmp_path: Path, output_format: str
+) -> subprocess.CompletedProcess[str]:
+    """kamus-init over tmp_path/encrypted into tmp_path/out, with ``blocked`` unimportable."""
     token = tmp_path / "token"
     token.write_text("header.payload.signature")
-    argv = ["kamus-init", "-e", str(encrypted), "-d", str(tmp_path / "out"), "-f", output_format]
-    finished = run_blocked(
-        NOT_FOR_INIT,
+    argv = ["kamus-init", "-e", str(tmp_path / "encrypted"), "-d", str(tmp_path / "out"),
+            "-f", output_format]  # fmt: skip
+    return run_blocked(
+        blocked,
         f"sys.argv = {argv!r}\nrunpy.run_module('kamus_init.main', run_name='__main__')",
         env={
             **os.environ,
@@ -92,6 +89,17 @@ def test_kamus_init_decrypts_with_only_the_client_and_the_standard_library(
             "NO_PROXY": "127.0.0.1",
         },
     )
+
+
+@pytest.mark.parametrize("output_format", ["files", "json", "env", "cfg"])
+def test_kamus_init_decrypts_with_only_the_client_and_the_standard_library(
+    decryptor: CannedServer, tmp_path: Path, output_format: str
+) -> None:
+    encrypted = tmp_path / "encrypted"
+    encrypted.mkdir()
+    for number in range(3):
+        (encrypted / f"key{number}").write_text(f"kamus:v2:ciphertext-{number}")
+    finished = run_kamus_init_blocked(NOT_FOR_INIT, decryptor, tmp_path, output_format)
     assert finished.returncode == 0, finished.stderr
     written = sorted(path.name for path in (tmp_path / "out").iterdir())
     assert written == (
@@ -113,20 +121,8 @@ def test_kamus_init_yaml_output_needs_only_pyyaml_beyond_the_client(
     encrypted = tmp_path / "encrypted"
     encrypted.mkdir()
     (encrypted / "key").write_text("kamus:v2:ciphertext")
-    token = tmp_path / "token"
-    token.write_text("header.payload.signature")
     blocked = [name for name in NOT_FOR_INIT if name != "yaml"]
-    argv = ["kamus-init", "-e", str(encrypted), "-d", str(tmp_path / "out"), "-f", "yaml"]
-    finished = run_blocked(
-        blocked,
-        f"sys.argv = {argv!r}\nrunpy.run_module('kamus_init.main', run_name='__main__')",
-        env={
-            **os.environ,
-            "KAMUS_URL": decryptor.url,
-            "TOKEN_FILE_PATH": str(token),
-            "NO_PROXY": "127.0.0.1",
-        },
-    )
+    finished = run_kamus_init_blocked(blocked, decryptor, tmp_path, "yaml")
     assert finished.returncode == 0, finished.stderr
     assert (tmp_path / "out" / "config.yaml").read_text() == "key: plain-key\n"
 
