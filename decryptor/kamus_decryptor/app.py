@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, Counter
 
-from kamus_decryptor.audit import AuditEvent, AuditTrail, outcome_of
+from kamus_decryptor.audit import AuditEvent, AuditTrail
 from kamus_decryptor.auditfile import AuditDirectory, AuditFile
 from kamus_decryptor.jwks import OfflineTokenCheck, PrecheckedTokenReviewer
 from kamus_decryptor.openapi import OPENAPI
@@ -177,20 +177,21 @@ class Decryptor:
             if isinstance(exc, RequestError) and not isinstance(exc, RateLimitedError):
                 self.limiter.record_failure(budget)
             self.audit.emit(event, exc)
-            self._count(action, event, exc)
+            self._count(action, event)
             raise
         try:
             self.audit.emit(event, None)
-        except AuditWriteError as exc:
-            self._count(action, event, exc)
+        except AuditWriteError:
+            self._count(action, event)
             raise
-        self._count(action, event, None)
+        self._count(action, event)
         return result
 
-    def _count(self, action: str, event: AuditEvent, error: Exception | None) -> None:
-        outcome, reason = outcome_of(error)
+    def _count(self, action: str, event: AuditEvent) -> None:
+        """Count the attempt by the outcome its audit event was emitted with."""
+        reason = event.reason
         self.outcomes.labels(action, reason).inc()
-        if outcome == "denied":
+        if event.outcome == "denied":
             scope = event.scope
             caller = (scope.namespace, scope.service_account) if scope else (UNVERIFIED, UNVERIFIED)
             namespace, service_account = self._denied_callers.of(caller)
