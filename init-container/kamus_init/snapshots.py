@@ -55,10 +55,7 @@ def publish(directory: Path, files: Mapping[str, bytes], *, mode: int) -> None:
             dropped = entry.name not in files
             if dropped and entry.is_symlink() and os.readlink(entry).startswith(f"{DATA}/"):
                 entry.unlink()
-        keep = {snapshot.name, previous}
-        for entry in directory.iterdir():
-            if entry.name.startswith(_SNAPSHOT) and entry.name not in keep and entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
+        _remove_snapshots(directory, keep={snapshot.name, previous})
         _fsync(directory)
     except OSError as exc:
         raise OutputError(f"cannot publish into {directory}: {exc.strerror}") from exc
@@ -88,6 +85,10 @@ def prune(directory: Path, *, grace: float = PREVIOUS_KEPT_SECONDS,
         return  # nothing published yet
     if now() - switched < grace:
         return
+    _remove_snapshots(directory, keep={current})
+
+
+def _remove_snapshots(directory: Path, *, keep: set[str | None]) -> None:
     for entry in directory.iterdir():
-        if entry.name.startswith(_SNAPSHOT) and entry.name != current and entry.is_dir():
+        if entry.name.startswith(_SNAPSHOT) and entry.name not in keep and entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
