@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
-import binascii
 import os
-import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -18,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kamus_cli.auditfiles import chains as _chains
 from kamus_cli.auditreport import render_html
 from kamus_cli.auditsummary import (
     OUTCOMES,
@@ -28,33 +27,18 @@ from kamus_cli.auditsummary import (
     scope,
     summarise,
 )
-from kamus_client import environment
+from kamus_cli.auditverification import add_reconcile_parser, add_verify_parser
 from kamus_client.errors import InputError, OutputError
 from kamus_client.exitcodes import ExitCode
 from kamus_client.program import run_program
-from kamus_kms.auditchain import escape_unsafe, json_line, read_records, verify
-from kamus_kms.auditsign import (
-    CHECKPOINT_EVENT,
-    load_public,
-    public_text,
-    verify_public,
-    witnessed_checkpoints,
-)
-from kamus_kms.errors import ConfigurationError
+from kamus_kms.auditchain import escape_unsafe, json_line, read_records
+from kamus_kms.auditsign import public_text
+from kamus_kms.auditwitness import CHAIN_START_EVENT, CHECKPOINT_EVENT
 
 PROGRAM = "kamus-audit"
-KEY_ENV = environment.AUDIT_KEY
 TABLE_COLUMNS = ("time", "outcome", "reason", "action", "caller", "pod", "scope")
-_HEAD = re.compile(r"(\d+):([0-9a-fA-F]{64})")
 
 _PATHS_HELP = "audit files, or folders of them (*.jsonl: one chain per decryptor process)"
-
-
-def _head(text: str) -> tuple[int, str]:
-    match = _HEAD.fullmatch(text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError("must be SEQ:MAC, a number and 64 hex digits")
-    return int(match[1]), match[2].lower()
 
 
 def _instant(text: str) -> datetime:
@@ -73,44 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = commands.add_parser(
-        "verify",
-        help="check the hash chain: exit 0 if intact, 9 if tampered",
-        description=(
-            "Check every record's MAC and its link to the previous record. The key is base64"
-            f" (32+ bytes) from --key-file, ${KEY_ENV} or ${KEY_ENV}_FILE."
-        ),
-    )
-    check.add_argument(
-        "file",
-        type=Path,
-        nargs="+",
-        help="audit files, or folders of per-process chains (KAMUS_AUDIT_DIR)",
-    )
-    check.add_argument("--key-file", type=Path, help="file holding the base64 audit key")
-    check.add_argument(
-        "--public-key",
-        type=Path,
-        metavar="FILE",
-        help="verify with the checkpoints' public signing key instead of the audit key",
-    )
-    check.add_argument(
-        "--witness",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="LOG",
-        help="with --public-key: the decryptor's stdout log (checkpoints it printed), to detect"
-        " records removed from the end; repeatable",
-    )
-    check.add_argument(
-        "--head",
-        type=_head,
-        metavar="SEQ:MAC",
-        help="an anchor kept elsewhere (e.g. the last seq and mac on stdout); detects records"
-        " deleted from the end",
-    )
-    check.set_defaults(run=_verify)
+    add_verify_parser(commands)
 
     signing = commands.add_parser(
         "signing-key",
@@ -155,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "anywhere) instead of printing it",
     )
     report.set_defaults(run=_report)
+    add_reconcile_parser(commands)
     return parser
 
 
@@ -165,99 +113,6 @@ def _add_period(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--until", type=_instant, metavar="ISO", help="events before (UTC if no offset)"
     )
-
-
-def _decode_key(text: str, source: str) -> bytes:
-    try:
-        key = base64.b64decode(text.strip(), validate=True)
-    except binascii.Error as exc:
-        raise InputError(f"the audit key from {source} must be base64") from exc
-    if len(key) < 32:
-        raise InputError(f"the audit key from {source} must hold at least 32 bytes")
-    return key
-
-
-def _read_key_file(path: Path, source: str) -> bytes:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the audit key file {path} ({source})") from exc
-    return _decode_key(text, source)
-
-
-def load_key(key_file: Path | None, environ: Mapping[str, str]) -> bytes:
-    """The audit key: --key-file, else $KAMUS_AUDIT_KEY, else $KAMUS_AUDIT_KEY_FILE."""
-    if key_file is not None:
-        return _read_key_file(key_file, "--key-file")
-    text = environment.value(KEY_ENV, environ)
-    if text is not None:
-        source = KEY_ENV + "_FILE" if KEY_ENV + "_FILE" in environ else KEY_ENV
-        return _decode_key(text, source)
-    raise InputError(f"no audit key: pass --key-file or set {KEY_ENV} or {KEY_ENV}_FILE")
-
-
-def _chains(paths: Sequence[Path]) -> list[Path]:
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(sorted(path.glob("*.jsonl")))
-        elif path.exists():
-            found.append(path)
-        else:
-            raise InputError(f"cannot read {path}: No such file or directory")
-    if not found:
-        raise InputError("no audit chain found (folders are searched for *.jsonl)")
-    return found
-
-
-def _verify(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode:
-    chains = _chains(args.file)
-    if args.public_key is not None:
-        return _verify_public(args, chains)
-    key = load_key(args.key_file, environ)
-    tampered = False
-    for path in chains:
-        name = f"{path}: " if len(chains) > 1 else ""
-        try:
-            result = verify(path, key, head=args.head)
-        except OSError as exc:
-            raise InputError(f"cannot read {path}: {exc.strerror}") from exc
-        if not result.ok:
-            print(f"{name}TAMPERED: line {result.line}: {result.problem}")
-            tampered = True
-        else:
-            print(f"{name}OK: {result.records} records, head {result.last_seq}:{result.last_mac}")
-    return ExitCode.TAMPERED if tampered else ExitCode.OK
-
-
-def _verify_public(args: argparse.Namespace, chains: list[Path]) -> ExitCode:
-    try:
-        public = load_public(args.public_key.read_text(encoding="ascii"))
-        witnessed = [
-            checkpoint
-            for log in args.witness
-            for checkpoint in witnessed_checkpoints(log.read_text("utf-8", "replace").splitlines())
-        ]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the public key or a witness log: {exc}") from exc
-    except ConfigurationError as exc:
-        raise InputError(str(exc)) from exc
-    tampered = False
-    for path in chains:
-        try:
-            result = verify_public(path, public, witnessed)
-        except OSError as exc:
-            raise InputError(f"cannot read {path}: {exc.strerror}") from exc
-        if not result.ok:
-            tampered = True
-            for problem in result.problems:
-                print(f"{path}: TAMPERED: {problem}")
-            continue
-        tail = (f"; {result.uncovered} record(s) after the last checkpoint not yet signed"
-                if result.uncovered else "")  # fmt: skip
-        print(f"{path}: OK: {result.records} records, {result.checkpoints} signed"
-              f" checkpoint(s){tail}")  # fmt: skip
-    return ExitCode.TAMPERED if tampered else ExitCode.OK
 
 
 def _new_signing_key(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode:
@@ -285,7 +140,7 @@ def _records(path: Path) -> Iterator[Record]:
     """The audit events of one file, without its signed checkpoints."""
     try:
         for record in read_records(path):
-            if record.get("event") != CHECKPOINT_EVENT:
+            if record.get("event") not in (CHECKPOINT_EVENT, CHAIN_START_EVENT):
                 yield record
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from exc

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, Counter
 
-from kamus_decryptor.audit import AuditEvent, AuditTrail
+from kamus_decryptor.audit import AuditEvent, AuditTrail, print_witnessed
 from kamus_decryptor.auditfile import AuditDirectory, AuditFile
 from kamus_decryptor.jwks import OfflineTokenCheck, PrecheckedTokenReviewer
 from kamus_decryptor.openapi import OPENAPI
@@ -48,7 +48,7 @@ from kamus_service.errors import (
     RateLimitedError,
 )
 from kamus_service.keys import audit_key_from_settings
-from kamus_service.logs import configure_logging, write_event
+from kamus_service.logs import configure_logging
 from kamus_service.providers import provider_from_settings, sealer_from_settings
 from kamus_service.settings import Settings, exit_on_configuration_error, load_settings
 from kamus_service.webapp import CLIENT_REQUEST_ID, REQUEST_ID, new_app
@@ -385,16 +385,13 @@ def _audit_file(
 ) -> AuditFile | AuditDirectory | None:
     signer = _signer(settings, provider)
 
-    def witness(checkpoint: dict[str, Any]) -> None:
-        # The log pipeline keeps what the file's owner cannot rewrite.
-        write_event("kamus.audit", "audit_checkpoint", {"checkpoint": checkpoint})
-
     options: dict[str, Any] = {
         "fsync": settings.audit_fsync,
         "signer": signer,
         "checkpoint_records": settings.audit_checkpoint_records,
         "checkpoint_seconds": settings.audit_checkpoint_seconds,
-        "witness": witness,
+        "witness": print_witnessed,
+        "origin": settings.audit_origin,
     }
     if settings.audit_dir is not None:
         return AuditDirectory(settings.audit_dir, audit_key, **options)
@@ -436,22 +433,29 @@ def create_app(
         sealing = SealingKeyring.parse(settings.sealing_keys) if settings.sealing_keys else None
     audit_key = audit_key_from_settings(settings)
     audit_file = _audit_file(settings, audit_key, provider)
+    audit = AuditTrail(
+        audit_key,
+        file=audit_file,
+        fail_closed=settings.audit_policy == "fail-closed",
+        registry=registry,
+    )
+    readiness = {"kms": provider.check_ready, "tokenreview": reviewer.check_ready}
+    if audit_file is not None:
+        readiness["audit"] = audit.check_ready
     app = new_app(
         "kamus_decryptor",
         settings,
-        readiness={"kms": provider.check_ready, "tokenreview": reviewer.check_ready},
+        readiness=readiness,
+        # Unlike the shared dependencies, the pod's own volume: a pod that cannot write it refuses
+        # every decrypt (fail-closed), so it leaves the Service (docs/DEPLOY.md, "Readiness").
+        enforced=("audit",) if audit_file is not None and audit.fail_closed else (),
         openapi=OPENAPI,
         registry=registry,
     )
     app.extensions["kamus_decryptor"] = Decryptor(
         sealer_from_settings(settings, provider),
         reviewer=reviewer,
-        audit=AuditTrail(
-            audit_key,
-            file=audit_file,
-            fail_closed=settings.audit_policy == "fail-closed",
-            registry=registry,
-        ),
+        audit=audit,
         limiter=FailureLimiter(settings.rate_limit_failures_per_minute),
         settings=settings,
         registry=registry,

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
 from kamus_decryptor.auditfile import AuditDirectory, AuditFile
 from kamus_decryptor.tokenreview import Caller
+from kamus_kms.auditwitness import CHECKPOINT_EVENT
 from kamus_kms.ciphertext import Ciphertext
 from kamus_kms.errors import AuditWriteError, KamusError, UnavailableError
 from kamus_kms.legacy import PROVIDER_NAME as LEGACY_PROVIDER
@@ -27,6 +30,10 @@ _MAX_USER_AGENT = 256
 # Bounds of the cache of ciphertext descriptions (AuditTrail.record_item).
 _DESCRIBED_TEXTS = 4096
 _DESCRIBED_MAX_CHARS = 4096
+# Free space under which a volume whose file refused the last record still counts as full: room
+# for a few hundred records. Consulted only after a refusal: a nearly full volume that still takes
+# records never makes a pod NotReady.
+FULL_BELOW_BYTES = 1 << 20
 
 
 @dataclass
@@ -72,6 +79,21 @@ class AuditEvent:
         }
 
 
+def witness_fields(chain: str, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The stdout event of a record the audit writer added by itself (a checkpoint, a chain
+    start): its place, so the log pipeline witnesses it like every audit event, and its content."""
+    kind = "audit_checkpoint" if record.get("event") == CHECKPOINT_EVENT else "audit_chain_start"
+    fields = {name: value for name, value in record.items()
+              if name not in ("event", "prev", "hash")}  # fmt: skip
+    return kind, {**fields, "chain": chain}
+
+
+def print_witnessed(chain: str, record: dict[str, Any]) -> None:
+    """Print :func:`witness_fields` on stdout: the log pipeline keeps what the file's owner
+    cannot rewrite."""
+    write_event("kamus.audit", *witness_fields(chain, record))
+
+
 def outcome_of(error: BaseException | None) -> tuple[str, str]:
     """The one place an attempt's ending becomes its (outcome, reason) for audit and metrics."""
     if error is None:
@@ -87,7 +109,8 @@ class AuditTrail:
     """Emits audit events as JSON lines on stdout and, optionally, to a hash-chained file.
 
     With `fail_closed`, an allowed attempt whose event cannot be written to the file becomes a
-    503: no plaintext leaves without its audit record.
+    503: no plaintext leaves without its audit record. `check_ready` tells readiness whether the
+    file can take records now.
     """
 
     def __init__(
@@ -109,6 +132,7 @@ class AuditTrail:
             registry=registry if registry is not None else CollectorRegistry(),
         )
         self._log = logging.getLogger("kamus.audit")
+        self._refused = False  # the file refused the last record it was given
         # What the audit says about recent short ciphertexts (all of it derived from the text
         # alone): the pods of one deployment send the same ones again and again.
         self._described: dict[str, dict[str, str]] = {}
@@ -160,8 +184,9 @@ class AuditTrail:
         fields = event.as_fields()
         if self._file is not None:
             try:
-                record = self._file.append(fields)
+                placed = self._file.append(fields)
             except AuditWriteError as exc:
+                self._refused = True
                 self.write_failures.inc()
                 self._log.error("audit file write failed", extra={"error": str(exc)})
                 if required:
@@ -169,7 +194,49 @@ class AuditTrail:
                     write_event("kamus.audit", "audit", event.as_fields())
                     raise
             else:
-                # The chain position on stdout is the anchor `kamus-audit verify --head` checks
-                # the file against, so deleting its tail is detected too.
-                fields |= {"seq": record["seq"], "mac": record["mac"]}
+                self._refused = False
+                # The record's place on stdout is what the log pipeline witnesses: `kamus-audit
+                # verify --witness` finds every record it saw in the files, with this MAC.
+                fields |= {"chain": placed.chain, "seq": placed.record["seq"],
+                           "mac": placed.record["mac"]}  # fmt: skip
         write_event("kamus.audit", "audit", fields)
+
+    def check_ready(self) -> None:
+        """Raise AuditWriteError, with a reason, while the audit file looks unable to take records.
+
+        Nothing is written: the path and its volume are looked at. A path that cannot be written
+        (a read-only volume, permissions, a file where the folder should be) fails the check
+        whatever happened before; free space below FULL_BELOW_BYTES only after the file refused
+        the last record. A refusal the check cannot explain does not keep the pod out: out of the
+        Service, it would get no decrypt whose record could succeed.
+        """
+        if self._file is None:
+            return
+        path = self._file.path
+        reason = _unwritable(path, full_below=FULL_BELOW_BYTES if self._refused else 0)
+        if reason is not None:
+            raise AuditWriteError(f"audit file {path} cannot take records: {reason}", reason=reason)
+
+
+def _unwritable(path: Path, *, full_below: int) -> str | None:
+    """Why the audit file at ``path`` cannot take a record, judged without writing; else None."""
+    try:
+        if path.exists():
+            # Read-only volumes too: access() answers EROFS, even to root.
+            if not path.is_file() or not os.access(path, os.R_OK | os.W_OK):
+                return "not_writable"
+            target = path
+        else:
+            target = path.parent
+            if not target.is_dir() or not os.access(target, os.W_OK | os.X_OK):
+                return "not_writable"
+        if full_below:
+            volume = os.statvfs(target)
+            # Blocks kept for root are root's to write.
+            blocks = volume.f_bfree if os.geteuid() == 0 else volume.f_bavail
+            # A file system that reports no size (some network and FUSE ones) is not judged.
+            if volume.f_blocks and blocks * volume.f_frsize < full_below:
+                return "volume_full"
+    except OSError:
+        return "io_error"
+    return None

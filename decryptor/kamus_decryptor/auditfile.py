@@ -1,35 +1,91 @@
 """The decryptor's audit writer: appends chained records to the audit file.
 
 The chain format, its key and its verification are in :mod:`kamus_kms.auditchain` (the HMAC
-chain) and :mod:`kamus_kms.auditsign` (the public hash chain and signed checkpoints), shared with
-``kamus-audit``; this module only writes, safely across threads and gunicorn workers. With a
-signing key it appends a signed checkpoint every N records or T seconds and hands each one to a
-witness (the decryptor prints it on stdout). ``AuditDirectory`` gives every worker process a
-chain file of its own (``<pod>-<pid>.jsonl``), so replicas on several nodes share no file.
+chain), :mod:`kamus_kms.auditsign` (the public hash chain and signed checkpoints) and
+:mod:`kamus_kms.auditverify`, shared with ``kamus-audit``; this module only writes, safely across
+threads and gunicorn workers.
+
+**The writer trusts only itself.** It keeps the chain's head (sequence, MAC, public hash and where
+the file ends) in memory and chains and signs from that, never from what it reads back. Before a
+checkpoint it checks that the bytes since the last one are still those it wrote. A file that is
+not where it left it (cut, edited, appended to by another writer, or ending in a torn line), or an
+existing file that does not verify when a process first takes it up, is never continued or
+countersigned: the writer leaves it as it is (evidence) and starts the next chain,
+``<name>.<k>.jsonl``, whose first record (``chain_start``) names the chain it replaces, the head
+this process last trusted and why; the next checkpoint signs that link.
+
+With a signing key every new chain is signed before its first record (a checkpoint of 0 records),
+then every N records or T seconds and when the process exits; each checkpoint and chain start goes
+to a witness too (the decryptor prints them on stdout), as every audit event does with its chain,
+seq and MAC. ``AuditDirectory`` gives every worker process a chain file of its own
+(``<pod>-<pid>.jsonl``), so replicas on several nodes share no file; a file shared by several
+processes (KAMUS_AUDIT_FILE) takes the other processes' records after checking their MACs.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import copy
 import fcntl
+import hashlib
+import hmac
 import json
+import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kamus_kms.auditchain import GENESIS, chain_key, json_line, record_mac
-from kamus_kms.auditsign import CHECKPOINT_EVENT, record_hash, sign_checkpoint
+from kamus_kms.auditchain import GENESIS, canonical, chain_key, json_line, record_mac
+from kamus_kms.auditsign import checkpoint_valid, record_hash, sign_checkpoint
+from kamus_kms.auditwitness import CHAIN_START_EVENT, CHECKPOINT_EVENT
 from kamus_kms.errors import AuditWriteError
 
-Witness = Callable[[dict[str, Any]], None]
+# Receives every record the writer adds by itself (checkpoints, chain starts) with its chain.
+Witness = Callable[[str, dict[str, Any]], None]
 
-_TAIL_CHUNK = 8192
+log = logging.getLogger("kamus.audit")
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """A record as written, and the chain it was written to."""
+
+    chain: str
+    record: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Head:
+    """Where this process knows its chain to stand."""
+
+    seq: int = 0
+    mac: str = GENESIS
+    hash: str = GENESIS
+    end: int = 0  # bytes of the file written or verified by this process
+    signed_seq: int = 0  # seq of the last checkpoint record
+    signed_end: int = 0  # where that record ends
+    # SHA-256 of the bytes [signed_end, end): what the next checkpoint must find still there
+    unsigned: Any = field(default_factory=hashlib.sha256)
+
+    def link(self, chain: str) -> dict[str, Any]:
+        return {"chain": chain, "seq": self.seq, "hash": self.hash, "mac": self.mac}
+
+
+class _ChainBroken(Exception):
+    """The chain file cannot be continued; ``head`` is the last state this process trusts."""
+
+    def __init__(self, reason: str, head: _Head) -> None:
+        super().__init__(reason)
+        self.reason, self.head = reason, head
 
 
 def _canonical_lossy(event: dict[str, Any]) -> bytes:
@@ -45,11 +101,25 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def successor(path: Path) -> Path:
+    """The chain file that follows ``path``: ``a.jsonl`` -> ``a.1.jsonl`` -> ``a.2.jsonl``."""
+    stem, _, number = path.stem.rpartition(".")
+    if stem and number.isdigit():
+        return path.with_name(f"{stem}.{int(number) + 1}{path.suffix}")
+    return path.with_name(f"{path.stem}.1{path.suffix}")
+
+
 class AuditFile:
-    """Appends chained records to one file; safe across threads and worker processes.
+    """Appends chained records to one chain; safe across threads and worker processes.
 
     The file is opened anew for every append: a descriptor inherited across ``fork`` would share
-    one ``flock`` between gunicorn workers and exclude nobody.
+    one ``flock`` between gunicorn workers and exclude nobody. ``shared``: other processes append
+    to the same file (their records are taken after their MACs are checked); otherwise any byte
+    this process did not write breaks the chain.
     """
 
     def __init__(
@@ -62,21 +132,30 @@ class AuditFile:
         checkpoint_records: int = 100,
         checkpoint_seconds: float = 60.0,
         witness: Witness | None = None,
+        origin: str = "kamus-decryptor",
+        shared: bool = True,
     ) -> None:
-        self.path = path
         self._chain = chain_key(key)
         self._fsync = fsync
         self._lock = threading.Lock()
         self._signer = signer
+        self._public = signer.public_key() if signer is not None else None
         self._checkpoint_records = checkpoint_records
         self._checkpoint_seconds = checkpoint_seconds
         self._witness = witness
-        self._uncovered = 0  # records this process wrote since its last checkpoint
+        self._origin = origin
+        self._shared = shared
+        self.path = path
+        while successor(self.path).exists():  # a chain replaced before a restart: its last one
+            self.path = successor(self.path)
+        self._head: _Head | None = None
+        self._link: dict[str, Any] | None = None  # what the next chain start names
+        self._broken: str | None = None  # why the current chain must not be continued
         self._last_checkpoint = time.monotonic()
         self._timer_pid = -1
 
-    def append(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Write ``event`` as the next record and return the record as written.
+    def append(self, event: dict[str, Any]) -> Placed:
+        """Write ``event`` as the next record and return it with its chain.
 
         Raises AuditWriteError when the file cannot take the record (nothing usable was written),
         TypeError or ValueError when ``event`` is not JSON data.
@@ -84,69 +163,177 @@ class AuditFile:
         # A JSON round trip gives a plain copy equal to what a reader will parse back, and turns
         # lone surrogates (possible in request-supplied names) into "?" instead of failing.
         fields = json.loads(_canonical_lossy(event))
-        with self._lock:
-            record = self._write(fields)
-            self._uncovered += 1
+        with self._lock, self._locked() as (fd, head):
+            placed = self._write(fd, head, fields)
             if self._signer is not None:
-                self._start_timer()
                 due = time.monotonic() - self._last_checkpoint >= self._checkpoint_seconds
-                if self._uncovered >= self._checkpoint_records or due:
-                    self._checkpoint()
-        return record
+                if head.seq - head.signed_seq >= self._checkpoint_records or due:
+                    self._checkpoint(fd, head)
+        if self._signer is not None:
+            self._start_timer()
+        return placed
 
-    def checkpoint(self) -> dict[str, Any] | None:
-        """Sign the chain's head now, if this process wrote records since its last checkpoint."""
+    def checkpoint(self) -> Placed | None:
+        """Sign the chain's head now, if records were written since its last checkpoint."""
+        if self._signer is None:
+            return None
         with self._lock:
-            return self._checkpoint() if self._signer is not None and self._uncovered else None
+            if self._head is not None and self._head.seq == self._head.signed_seq:
+                return None
+            with self._locked() as (fd, head):
+                return self._checkpoint(fd, head) if head.seq > head.signed_seq else None
 
-    def _checkpoint(self) -> dict[str, Any]:
-        # Called with the lock held. The statement covers the record just before it.
-        assert self._signer is not None
-        fd = self._open()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            seq, _, head = self._last(fd)
-        finally:
-            os.close(fd)
-        stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
-        signed = sign_checkpoint(self._signer, chain=self.path.name, seq=seq, hash_=head,
-                                 time=stamp)  # fmt: skip
-        self._write({"event": CHECKPOINT_EVENT, "checkpoint": signed})
-        self._uncovered, self._last_checkpoint = 0, time.monotonic()
-        if self._witness is not None:
-            self._witness(signed)
-        return signed
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[tuple[int, _Head]]:
+        """The chain file, locked, with this process's head brought to its end.
 
-    def _start_timer(self) -> None:
-        # Per process: a thread does not survive gunicorn's fork, and each worker has its chain.
-        if self._timer_pid == os.getpid():
+        Called with the thread lock held. A chain that cannot be continued is left as it is and
+        the next one started.
+        """
+        for _ in range(16):  # each turn moves to a new file; 16 broken chains in a row is absurd
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                head = self._catch_up(fd)
+            except _ChainBroken as broken:
+                os.close(fd)
+                self._replace(broken)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                yield fd, head
+            finally:
+                os.close(fd)  # also releases the flock
             return
-        self._timer_pid = os.getpid()
+        raise AuditWriteError(f"cannot start a new audit chain beside {self.path}")
 
-        def tick() -> None:
-            while True:
-                time.sleep(self._checkpoint_seconds)
-                # The next append reports the file's trouble, with its request.
-                with contextlib.suppress(AuditWriteError):
-                    self.checkpoint()
+    def _replace(self, broken: _ChainBroken) -> None:
+        old = self.path
+        self.path = successor(old)
+        log.error(
+            "audit chain %s cannot be continued (%s); its records stay as they are and this "
+            "process continues in %s", old.name, broken.reason, self.path.name,
+        )  # fmt: skip
+        self._link = {"previous": broken.head.link(old.name), "reason": broken.reason}
+        self._head, self._broken = None, None
 
-        threading.Thread(target=tick, name="audit-checkpoints", daemon=True).start()
+    def _catch_up(self, fd: int) -> _Head:
+        size = os.fstat(fd).st_size
+        head = self._head
+        if head is None:
+            if size == 0:
+                return self._start(fd)
+            head = self._scan(fd, _Head(), size, first=True)
+            if not self._shared and self._signer is not None and head.signed_seq != head.seq:
+                # Another process wrote them and died before signing: not ours to vouch for.
+                raise _ChainBroken(
+                    f"seq {head.signed_seq + 1}..{head.seq} at its end were never signed by the "
+                    "process that wrote them", head,
+                )  # fmt: skip
+            self._head = head
+            return head
+        if self._broken is not None:
+            raise _ChainBroken(self._broken, head)
+        if self._shared and successor(self.path).exists():
+            raise _ChainBroken("another process replaced it", head)
+        if size == head.end:
+            return head
+        if size < head.end:
+            raise _ChainBroken(
+                f"the file is {head.end - size} bytes shorter than this process left it", head
+            )
+        if not self._shared:
+            raise _ChainBroken(
+                f"{size - head.end} bytes follow the last record this process wrote (another "
+                "writer, or a write of its own cut short)", head,
+            )  # fmt: skip
+        self._head = self._scan(fd, head, size, first=False)
+        return self._head
 
-    def _open(self) -> int:
+    def _start(self, fd: int) -> _Head:
+        """Begin an empty chain: the link to the chain it replaces, then a signature."""
+        head = self._head = _Head()
+        if self._link is not None:
+            start = {"event": CHAIN_START_EVENT, "time": _now(), "origin": self._origin,
+                     **self._link}  # fmt: skip
+            self._report(self._write(fd, head, start))
+            self._link = None
+        if self._signer is not None:
+            self._checkpoint(fd, head)
+        return head
+
+    def _scan(self, fd: int, known: _Head, size: int, *, first: bool) -> _Head:
+        """Check the records between ``known.end`` and ``size`` and return the head after them."""
+        head = copy.copy(known)
+        head.unsigned = known.unsigned.copy()
+        with open(os.dup(fd), "rb") as stream:
+            stream.seek(head.end)
+            while head.end < size:
+                raw = stream.readline(size - head.end)
+                problem = self._problem(raw, head)
+                if problem is not None:
+                    what = "it does not verify" if first else "a record another process added"
+                    raise _ChainBroken(f"{what}: after seq {head.seq}, {problem}", head)
+                self._advance(head, raw, json.loads(raw))
+        return head
+
+    def _problem(self, raw: bytes, head: _Head) -> str | None:
+        """What is wrong with ``raw`` as the record after ``head``, if anything."""
+        if not raw.endswith(b"\n"):
+            return "a torn last line"
         try:
-            return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise AuditWriteError(f"cannot open audit file {self.path}: {exc.strerror}") from exc
-
-    def _write(self, fields: dict[str, Any]) -> dict[str, Any]:
-        fd = self._open()
+            record = json.loads(raw)
+        except (ValueError, RecursionError):
+            return "a line that is not JSON"
+        if not isinstance(record, dict):
+            return "a line that is not a record"
+        seq, prev, mac = record.get("seq"), record.get("prev"), record.get("mac")
+        if seq != head.seq + 1 or isinstance(seq, bool) or not isinstance(prev, str):
+            return "a record out of sequence"
+        if not (isinstance(mac, str) and hmac.compare_digest(mac, record_mac(self._chain, record))):
+            return "a record whose MAC is wrong"
+        if not hmac.compare_digest(prev, head.mac):
+            return "a record that does not chain"
+        stored = record.get("hash")
+        if stored is None and self._signer is None:
+            pass  # written before the public chain existed (docs/AUDIT.md): HMAC only
+        elif stored != record_hash(head.hash, record):
+            return "a record whose public hash is wrong"
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            seq, prev, head = self._last(fd)
-            record = {**fields, "seq": seq + 1, "prev": prev}
-            record["hash"] = record_hash(head, record)
-            record["mac"] = record_mac(self._chain, record)
-            line = (json_line(record) + "\n").encode("utf-8")
+            if raw not in {(json_line(record) + "\n").encode(), canonical(record) + b"\n"}:
+                return "a rewritten line"
+        except ValueError:
+            return "a line no writer wrote"
+        if record.get("event") == CHECKPOINT_EVENT and self._public is not None:
+            checkpoint = record.get("checkpoint")
+            if not (
+                isinstance(checkpoint, dict)
+                and checkpoint_valid(checkpoint, self._public)
+                and checkpoint["chain"] == self.path.name
+                and checkpoint["seq"] == head.seq
+                and checkpoint["hash"] == head.hash
+            ):
+                return "a checkpoint that does not sign its place"
+        return None
+
+    @staticmethod
+    def _advance(head: _Head, raw: bytes, record: dict[str, Any]) -> None:
+        head.seq, head.mac, head.end = record["seq"], record["mac"], head.end + len(raw)
+        stored = record.get("hash")
+        head.hash = stored if isinstance(stored, str) else GENESIS
+        if record.get("event") == CHECKPOINT_EVENT:
+            head.signed_seq, head.signed_end, head.unsigned = head.seq, head.end, hashlib.sha256()
+        else:
+            head.unsigned.update(raw)
+
+    def _write(self, fd: int, head: _Head, fields: dict[str, Any]) -> Placed:
+        record = {**fields, "seq": head.seq + 1, "prev": head.mac}
+        record["hash"] = record_hash(head.hash, record)
+        record["mac"] = record_mac(self._chain, record)
+        line = (json_line(record) + "\n").encode("utf-8")
+        try:
             # One write of the whole line: with O_APPEND it lands at the end in one piece.
             if os.write(fd, line) != len(line):
                 raise AuditWriteError(
@@ -154,55 +341,65 @@ class AuditFile:
                 )
             if self._fsync:
                 os.fsync(fd)
-                if seq == 0:  # a new file: its directory entry must survive a crash too
+                if head.seq == 0:  # a new file: its directory entry must survive a crash too
                     _fsync_directory(self.path)
         except OSError as exc:
             raise AuditWriteError(f"cannot write audit file {self.path}: {exc.strerror}") from exc
-        finally:
-            os.close(fd)  # also releases the flock
-        return record
+        self._advance(head, line, record)
+        return Placed(self.path.name, record)
 
-    def _last(self, fd: int) -> tuple[int, str, str]:
-        """Sequence number, MAC and public hash of the last record, read from the end."""
-        size = os.fstat(fd).st_size
-        if size == 0:
-            return 0, GENESIS, GENESIS
-        if os.pread(fd, 1, size - 1) != b"\n":
-            raise AuditWriteError(
-                f"audit file {self.path} ends with an incomplete line (a write was cut off by a "
-                f"crash or a full disk); run `kamus-audit verify {self.path}`, keep a copy, then "
-                "remove the partial last line to resume auditing"
-            )
-        line = _last_line(fd, size)
+    def _checkpoint(self, fd: int, head: _Head) -> Placed | None:
+        """Sign ``head`` (called with both locks held) after checking the bytes it covers."""
+        assert self._signer is not None
+        length = head.end - head.signed_end
+        if hashlib.sha256(os.pread(fd, length, head.signed_end)).digest() != head.unsigned.digest():
+            # Not signed: the next write starts a new chain from the head held in memory.
+            self._broken = f"records after seq {head.signed_seq} were changed in the file"
+            log.error("audit chain %s: %s; not signing it", self.path.name, self._broken)
+            return None
+        signed = sign_checkpoint(self._signer, chain=self.path.name, origin=self._origin,
+                                 seq=head.seq, hash_=head.hash, time=_now())  # fmt: skip
+        placed = self._write(fd, head, {"event": CHECKPOINT_EVENT, "checkpoint": signed})
+        self._last_checkpoint = time.monotonic()
+        self._report(placed)
+        return placed
+
+    def _report(self, placed: Placed) -> None:
+        if self._witness is not None:
+            self._witness(placed.chain, placed.record)
+
+    def _open(self) -> int:
         try:
-            record = json.loads(line)
-            seq, mac = record["seq"], record["mac"]
-        except (ValueError, TypeError, KeyError, RecursionError) as exc:
-            raise AuditWriteError(
-                f"the last line of audit file {self.path} is not an audit record; "
-                f"run `kamus-audit verify {self.path}` and repair the file"
-            ) from exc
-        if not isinstance(seq, int) or not isinstance(mac, str):
-            raise AuditWriteError(
-                f"the last record of audit file {self.path} has no valid seq and mac; "
-                f"run `kamus-audit verify {self.path}` and repair the file"
-            )
-        # A record written before the public hash chain existed starts it afresh (docs/AUDIT.md).
-        head = record.get("hash")
-        return seq, mac, head if isinstance(head, str) and len(head) == 64 else GENESIS
+            return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise AuditWriteError(f"cannot open audit file {self.path}: {exc.strerror}") from exc
 
+    def _start_timer(self) -> None:
+        # Per process: a thread does not survive gunicorn's fork, and each worker has its chain.
+        if self._timer_pid == os.getpid():
+            return
+        self._timer_pid = os.getpid()
 
-def _last_line(fd: int, size: int) -> bytes:
-    """The last line, without its newline, of a file of ``size`` bytes that ends in a newline."""
-    start, tail = size - 1, b""
-    while start > 0:
-        step = min(_TAIL_CHUNK, start)
-        start -= step
-        tail = os.pread(fd, step, start) + tail
-        cut = tail.rfind(b"\n")
-        if cut >= 0:
-            return tail[cut + 1 :]
-    return tail
+        # Weak: neither the thread nor the exit hook keeps a writer alive that nothing uses.
+        writer = weakref.ref(self)
+
+        def sign() -> bool:
+            current = writer()
+            if current is None:
+                return False
+            # The next append reports the file's trouble, with its request.
+            with contextlib.suppress(AuditWriteError):
+                current.checkpoint()
+            return True
+
+        def tick() -> None:
+            while True:
+                time.sleep(self._checkpoint_seconds)
+                if not sign():
+                    return
+
+        threading.Thread(target=tick, name="audit-checkpoints", daemon=True).start()
+        atexit.register(sign)  # a worker that stops leaves its records signed
 
 
 class AuditDirectory:
@@ -216,7 +413,7 @@ class AuditDirectory:
         self.directory = directory
         self._key = key
         self._options = options
-        self._pod = "".join(ch if ch.isalnum() or ch in "-." else "-"
+        self._pod = "".join(ch if ch.isalnum() or ch in "-" else "-"
                             for ch in os.environ.get("HOSTNAME", "decryptor"))[:63]  # fmt: skip
         self._file: AuditFile | None = None
         self._pid = -1
@@ -227,13 +424,17 @@ class AuditDirectory:
         if self._file is None or self._pid != os.getpid():
             self._pid = os.getpid()
             path = self.directory / f"{self._pod}-{self._pid}.jsonl"
-            self._file = AuditFile(path, self._key, **self._options)
+            self._file = AuditFile(path, self._key, shared=False, **self._options)
         return self._file
 
     @property
     def path(self) -> Path:
         return self.current.path
 
-    def append(self, event: dict[str, Any]) -> dict[str, Any]:
+    def append(self, event: dict[str, Any]) -> Placed:
         """Append to this process's chain."""
         return self.current.append(event)
+
+    def checkpoint(self) -> Placed | None:
+        """Sign this process's chain now (see AuditFile.checkpoint)."""
+        return self.current.checkpoint()

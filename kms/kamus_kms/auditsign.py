@@ -21,18 +21,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from kamus_kms import providersealed
-from kamus_kms.auditchain import GENESIS, canonical
+from kamus_kms.auditchain import canonical
 from kamus_kms.errors import ConfigurationError
 from kamus_kms.provider import KeyProvider
 from kamus_kms.scope import Scope
@@ -120,16 +117,23 @@ def public_text(public: Ed25519PublicKey) -> str:
     return base64.b64encode(public.public_bytes_raw()).decode("ascii")
 
 
+_CHECKPOINT_FIELDS = {"chain": str, "seq": int, "hash": str, "time": str, "key": str}
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 def _statement(checkpoint: Mapping[str, Any]) -> bytes:
-    return canonical({name: checkpoint[name] for name in ("chain", "seq", "hash", "time", "key")})
+    # Every field but the signature is signed, so none can be added, dropped or changed; a
+    # checkpoint of the first version (chain, seq, hash, time, key) signs the same bytes as then.
+    return canonical({name: value for name, value in checkpoint.items() if name != "sig"})
 
 
 def sign_checkpoint(
-    private: Ed25519PrivateKey, *, chain: str, seq: int, hash_: str, time: str
+    private: Ed25519PrivateKey, *, chain: str, origin: str, seq: int, hash_: str, time: str
 ) -> dict[str, Any]:
-    """The signed statement that record ``seq`` of ``chain`` has hash ``hash_``."""
+    """The signed statement that the chain ``chain`` of the log ``origin`` holds ``seq`` records,
+    the last of which has the public hash ``hash_``."""
     checkpoint: dict[str, Any] = {
-        "chain": chain, "seq": seq, "hash": hash_, "time": time,
+        "chain": chain, "origin": origin, "seq": seq, "hash": hash_, "time": time,
         "key": key_id(private.public_key()),
     }  # fmt: skip
     signature = private.sign(_statement(checkpoint))
@@ -138,128 +142,17 @@ def sign_checkpoint(
 
 def checkpoint_valid(checkpoint: Mapping[str, Any], public: Ed25519PublicKey) -> bool:
     """Whether ``checkpoint`` is well formed and signed by ``public``."""
+    for name, kind in _CHECKPOINT_FIELDS.items():
+        value = checkpoint.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return False
+    if checkpoint["seq"] < 0 or not _HEX64.fullmatch(checkpoint["hash"]):
+        return False
+    if not isinstance(checkpoint.get("origin", ""), str):
+        return False
     try:
         signature = base64.b64decode(str(checkpoint["sig"]), validate=True)
         public.verify(signature, _statement(checkpoint))
     except (KeyError, TypeError, ValueError, binascii.Error, InvalidSignature):
         return False
-    return checkpoint.get("key") == key_id(public)
-
-
-@dataclass
-class PublicVerification:
-    """What ``verify_public`` found in one chain."""
-
-    chain: str
-    records: int = 0
-    checkpoints: int = 0
-    covered_seq: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    @property
-    def uncovered(self) -> int:
-        """Records after the last valid checkpoint."""
-        return self.records - self.covered_seq
-
-
-def _records(path: Path) -> Iterable[tuple[int, dict[str, Any] | None]]:
-    with path.open("rb") as stream:
-        for number, raw in enumerate(stream, start=1):
-            try:
-                record = json.loads(raw) if raw.endswith(b"\n") else None
-            except (ValueError, RecursionError):
-                record = None
-            yield number, record if isinstance(record, dict) else None
-
-
-def verify_public(
-    path: Path, public: Ed25519PublicKey, witnessed: Iterable[Mapping[str, Any]] = ()
-) -> PublicVerification:
-    """Check ``path`` with the public key only (see the module docstring)."""
-    result = PublicVerification(path.name)
-    hashes: dict[int, str] = {}
-    previous, expected = GENESIS, 1
-    seen_seq: set[int] = set()
-    for number, record in _records(path):
-        where = f"line {number}"
-        if record is None:
-            result.problems.append(f"{where}: truncated or not a JSON record")
-            break
-        seq, stored = record.get("seq"), record.get("hash")
-        if not isinstance(seq, int) or not isinstance(stored, str):
-            result.problems.append(
-                f"{where}: no public hash (written before signed checkpoints: verify it with"
-                " the audit key)"
-            )
-            break
-        if seq != expected:
-            kind = (
-                "inserted: a repeated sequence number"
-                if seq in seen_seq
-                else f"deleted or reordered: seq {expected} expected, seq {seq} found"
-            )
-            result.problems.append(f"{where}: {kind}")
-            break
-        if record_hash(previous, record) != stored:
-            result.problems.append(
-                f"{where}: edited: seq {seq} does not hash to its stored hash, or does not chain"
-                " to the record before it"
-            )
-            break
-        seen_seq.add(seq)
-        hashes[seq] = stored
-        result.records = seq
-        previous, expected = stored, seq + 1
-        if record.get("event") == CHECKPOINT_EVENT:
-            checkpoint = record.get("checkpoint")
-            if not isinstance(checkpoint, dict) or not checkpoint_valid(checkpoint, public):
-                result.problems.append(
-                    f"{where}: forged checkpoint: its signature does not verify with this key"
-                )
-                break
-            if (
-                checkpoint.get("chain") != path.name
-                or hashes.get(checkpoint["seq"]) != checkpoint["hash"]
-            ):
-                result.problems.append(
-                    f"{where}: edited: the records up to seq {checkpoint['seq']} differ from what"
-                    " the checkpoint signed (the file was rewritten)"
-                )
-                break
-            result.checkpoints += 1
-            result.covered_seq = seq
-    for checkpoint in witnessed:
-        if checkpoint.get("chain") != path.name or not checkpoint_valid(checkpoint, public):
-            continue
-        seq = int(checkpoint["seq"])
-        if seq > result.records and not result.problems:
-            result.problems.append(
-                f"deleted: seq {result.records + 1}..{seq} missing at the end (a witnessed"
-                f" checkpoint signed seq {seq})"
-            )
-        elif seq in hashes and hashes[seq] != checkpoint["hash"] and not result.problems:
-            result.problems.append(
-                f"edited: the records up to seq {seq} differ from a witnessed checkpoint"
-            )
-    return result
-
-
-def witnessed_checkpoints(lines: Iterable[str]) -> list[dict[str, Any]]:
-    """The checkpoints in log lines (the decryptor's stdout), wherever they appear."""
-    found = []
-    for line in lines:
-        start = line.find("{")
-        if start < 0 or '"checkpoint"' not in line:
-            continue
-        try:
-            event = json.loads(line[start:])
-        except ValueError:
-            continue
-        checkpoint = event.get("checkpoint") if isinstance(event, dict) else None
-        if isinstance(checkpoint, dict):
-            found.append(checkpoint)
-    return found
+    return bool(checkpoint["key"] == key_id(public))

@@ -492,6 +492,13 @@ class Settings:
         services=DECRYPTOR,
         secret=True,
     )
+    audit_origin: str = _var(
+        "kamus-decryptor",
+        "The name of this decryptor's audit log, signed into every checkpoint (the chart sets "
+        "`<namespace>/<release>-decryptor`): chains of two decryptors cannot be passed off as "
+        "each other's.",
+        services=DECRYPTOR,
+    )
     audit_checkpoint_records: int = _var(
         100,
         "A signed checkpoint after this many records (per process).",

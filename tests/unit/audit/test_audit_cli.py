@@ -122,7 +122,7 @@ def test_verify_prints_ok_with_the_head_anchor_from_any_key_source(
 
     last = json.loads(audit_log.read_bytes().splitlines()[-1])
     assert code == ExitCode.OK
-    assert out == f"OK: 5 records, head 5:{last['mac']}\n"
+    assert out == f"OK: 5 records, head audit.jsonl:5:{last['mac']}\n"
 
 
 def test_verify_with_the_printed_head_later_detects_deleted_last_records(
@@ -297,7 +297,7 @@ def test_unsafe_characters_are_escaped_on_disk_and_in_query_output_and_still_ver
 ) -> None:
     path = tmp_path / "audit.jsonl"
     event = {**EVENTS[0], "user_agent": f"curl{UNSAFE}", "request_id": "r-unsafe"}
-    record = AuditFile(path, key, fsync=False).append(event)
+    record = AuditFile(path, key, fsync=False).append(event).record
     raw = path.read_text("utf-8")
 
     assert not set(UNSAFE) & set(raw)

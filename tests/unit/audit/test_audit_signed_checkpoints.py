@@ -11,21 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from kamus_cli.audit import main as audit_main
 from kamus_client.exitcodes import ExitCode
 from kamus_decryptor.app import SIGNER_RETRY_WAITS, _signer
 from kamus_decryptor.auditfile import AuditDirectory, AuditFile
-from kamus_kms.auditchain import verify
+from kamus_kms.auditchain import json_line, verify
 from kamus_kms.auditsign import (
     SIGNING_SCOPE,
     public_text,
     record_hash,
     seal_private,
     signing_key,
-    verify_public,
 )
+from kamus_kms.auditverify import ChainReport, CheckpointPolicy, verify_chains
+from kamus_kms.auditwitness import Witness
 from kamus_kms.errors import ConfigurationError, InvalidCiphertextError, UnavailableError
 from kamus_kms.keyring import Keyring
 from kamus_kms.providers.local import LocalKeyringProvider
@@ -46,10 +47,22 @@ def write(
 ) -> AuditFile:  # fmt: skip
     log = AuditFile(path, key, fsync=False, signer=signer, checkpoint_records=3,
                     checkpoint_seconds=3600,
-                    witness=witnessed.append if witnessed is not None else None)  # fmt: skip
+                    witness=(lambda chain, record: witnessed.append(record))
+                    if witnessed is not None else None)  # fmt: skip
     for number in range(1, events + 1):
         log.append(sample(number))
     return log
+
+
+def verify_public(
+    path: Path, public: Ed25519PublicKey, witnessed: list[dict[str, Any]] | None = None
+) -> ChainReport:
+    """One chain checked with the public key, against the checkpoints a witness printed."""
+    witness = Witness()
+    for record in witnessed or []:
+        witness.add({**record, "chain": path.name}, from_log=False)
+    (report,) = verify_chains([path], public, witness, CheckpointPolicy(3, 3600))
+    return report
 
 
 def lines(path: Path) -> list[str]:
@@ -65,13 +78,13 @@ def test_checkpoints_are_signed_every_n_records_and_verify_with_the_public_key_o
 
     records = [json.loads(line) for line in lines(path)]
     checkpoints = [r for r in records if r.get("event") == "checkpoint"]
-    # Events 1-3 are seq 1-3, signed by the checkpoint at seq 4; events 4-6 are seq 5-7, signed
-    # at seq 8; event 7 is seq 9, not signed yet.
-    assert [c["checkpoint"]["seq"] for c in checkpoints] == [3, 7]
-    assert [c["checkpoint"] for c in checkpoints] == witnessed
+    # The new chain is signed first (seq 1 signs 0 records); events 1-3 are seq 2-4, signed by the
+    # checkpoint at seq 5; events 4-6 are seq 6-8, signed at seq 9; event 7 is seq 10, not yet.
+    assert [c["checkpoint"]["seq"] for c in checkpoints] == [0, 4, 8]
+    assert checkpoints == witnessed  # every record the writer adds by itself reaches the witness
     result = verify_public(path, signer.public_key())
     assert result.ok, result.problems
-    assert (result.records, result.checkpoints, result.uncovered) == (9, 2, 1)
+    assert (result.records, result.checkpoints, result.uncovered) == (10, 3, 1)
     assert verify(path, key).ok  # the HMAC chain still verifies with the audit key
 
 
@@ -81,10 +94,10 @@ def test_an_edit_is_found_without_any_key(
     path = tmp_path / "chain.jsonl"
     write(path, key, signer, 5, sample_event)
     content = lines(path)
-    content[1] = content[1].replace('"outcome":"allowed"', '"outcome":"denied"')
+    content[2] = content[2].replace('"outcome":"allowed"', '"outcome":"denied"')
     path.write_text("".join(content))
     (problem,) = verify_public(path, signer.public_key()).problems
-    assert problem.startswith("line 2: edited")
+    assert problem.startswith("line 3: edited")
 
 
 def test_rewriting_the_chain_without_the_signing_key_breaks_a_checkpoint(
@@ -95,12 +108,12 @@ def test_rewriting_the_chain_without_the_signing_key_breaks_a_checkpoint(
     path = tmp_path / "chain.jsonl"
     write(path, key, signer, 5, sample_event)
     records = [json.loads(line) for line in lines(path)]
-    records[0]["outcome"] = "denied"
+    records[1]["outcome"] = "denied"
     previous = "0" * 64
     for record in records:
         record["hash"] = record_hash(previous, record)
         previous = record["hash"]
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    path.write_text("".join(json_line(r) + "\n" for r in records))
     (problem,) = verify_public(path, signer.public_key()).problems
     assert "differ from what the checkpoint signed" in problem
 
@@ -111,13 +124,13 @@ def test_records_removed_from_the_end_are_found_against_a_witnessed_checkpoint(
     path = tmp_path / "chain.jsonl"
     witnessed: list[dict[str, Any]] = []
     write(path, key, signer, 7, sample_event, witnessed)
-    path.write_text("".join(lines(path)[:5]))  # the second checkpoint and after: gone
+    path.write_text("".join(lines(path)[:6]))  # the third checkpoint and after: gone
 
     alone = verify_public(path, signer.public_key())
     assert alone.ok  # the file alone cannot tell
     assert alone.uncovered == 1
     (problem,) = verify_public(path, signer.public_key(), witnessed).problems
-    assert problem == "deleted: seq 6..7 missing at the end (a witnessed checkpoint signed seq 7)"
+    assert problem == "deleted: seq 7..9 missing at the end (the witnesses saw seq 9)"
 
 
 @pytest.mark.parametrize(
@@ -157,9 +170,9 @@ def test_a_checkpoint_is_written_after_t_seconds_without_further_records(
                     checkpoint_seconds=0.2)  # fmt: skip
     log.append(sample_event(1))
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(lines(path)) < 2:
+    while time.monotonic() < deadline and len(lines(path)) < 3:
         time.sleep(0.05)
-    assert json.loads(lines(path)[1])["checkpoint"]["seq"] == 1
+    assert json.loads(lines(path)[2])["checkpoint"]["seq"] == 2
     assert verify_public(path, signer.public_key()).uncovered == 0
 
 
@@ -199,13 +212,13 @@ def test_kamus_audit_verifies_a_folder_with_the_public_key(
     argv = ["verify", str(chains), "--public-key", str(tmp_path / "signing.pub")]
     assert audit_main(argv, {}) == ExitCode.OK
     out = capsys.readouterr().out
-    assert "pod-a-1.jsonl: OK: 5 records, 1 signed checkpoint(s)" in out
-    assert "pod-b-1.jsonl: OK: 2 records, 0 signed checkpoint(s); 2 record(s)" in out
+    assert "pod-a-1.jsonl: OK: 6 records, 2 signed checkpoint(s), origin kamus-decryptor; 1" in out
+    assert "pod-b-1.jsonl: OK: 3 records, 1 signed checkpoint(s), origin kamus-decryptor; 2" in out
 
     tampered = chains / "pod-a-1.jsonl"
     tampered.write_text(tampered.read_text().replace("req-1", "req-9"))
     assert audit_main(argv, {}) == ExitCode.TAMPERED
-    assert "pod-a-1.jsonl: TAMPERED: line 1: edited" in capsys.readouterr().out
+    assert "pod-a-1.jsonl: TAMPERED: line 2: edited" in capsys.readouterr().out
 
 
 def test_a_signing_key_sealed_by_the_provider_keeps_no_seed_in_the_clear(

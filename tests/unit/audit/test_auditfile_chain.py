@@ -17,16 +17,16 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from kamus_decryptor.auditfile import AuditFile
 from kamus_kms.auditchain import GENESIS, read_records, verify
-from kamus_kms.errors import AuditWriteError, ConfigurationError, UnavailableError
+from kamus_kms.errors import AuditWriteError, ConfigurationError
 
 
 def test_appending_continues_the_chain_across_a_restart(
     tmp_path: Path, key: bytes, sample_event: Callable[[int], dict[str, Any]]
 ) -> None:
     path = tmp_path / "audit.jsonl"
-    first = [AuditFile(path, key).append(sample_event(n)) for n in range(1, 4)]
+    first = [AuditFile(path, key).append(sample_event(n)).record for n in range(1, 4)]
     restarted = AuditFile(path, key)
-    second = [restarted.append(sample_event(n)) for n in range(4, 6)]
+    second = [restarted.append(sample_event(n)).record for n in range(4, 6)]
 
     records = list(read_records(path))
     assert records == first + second
@@ -41,7 +41,7 @@ def test_record_mac_is_hmac_of_the_canonical_record_under_the_hkdf_derived_key(
     tmp_path: Path, key: bytes, sample_event: Callable[[int], dict[str, Any]]
 ) -> None:
     path = tmp_path / "audit.jsonl"
-    record = AuditFile(path, key).append({**sample_event(1), "name": "pässwörd"})
+    record = AuditFile(path, key).append({**sample_event(1), "name": "pässwörd"}).record
 
     chain = HKDF(hashes.SHA256(), 32, None, b"kamus audit chain v1").derive(key)
     body = {k: v for k, v in record.items() if k != "mac"}
@@ -57,7 +57,8 @@ def test_record_mac_is_hmac_of_the_canonical_record_under_the_hkdf_derived_key(
 def test_event_fields_named_seq_prev_or_mac_are_replaced_by_the_chain(
     tmp_path: Path, key: bytes
 ) -> None:
-    record = AuditFile(tmp_path / "audit.jsonl", key).append({"seq": 99, "prev": "x", "mac": "y"})
+    log = AuditFile(tmp_path / "audit.jsonl", key)
+    record = log.append({"seq": 99, "prev": "x", "mac": "y"}).record
     assert record["seq"] == 1
     assert record["prev"] == GENESIS
     assert record["mac"] != "y"
@@ -67,7 +68,7 @@ def test_lone_surrogates_from_request_data_are_replaced_not_fatal(
     tmp_path: Path, key: bytes
 ) -> None:
     path = tmp_path / "audit.jsonl"
-    record = AuditFile(path, key).append({"items": [{"name": "pw\ud800"}]})
+    record = AuditFile(path, key).append({"items": [{"name": "pw\ud800"}]}).record
     assert record["items"] == [{"name": "pw?"}]
     assert verify(path, key).ok
 
@@ -79,7 +80,7 @@ def test_records_longer_than_the_tail_read_chunk_still_chain(
     log = AuditFile(path, key, fsync=False)
     log.append(sample_event(1))
     log.append({**sample_event(2), "items": [{"name": "n" * 50_000}]})
-    assert log.append(sample_event(3))["seq"] == 3
+    assert log.append(sample_event(3)).record["seq"] == 3
     assert verify(path, key).records == 3
 
 
@@ -102,18 +103,31 @@ def test_an_empty_or_new_log_verifies_with_no_records(tmp_path: Path, key: bytes
 
 
 @pytest.mark.parametrize("tail", [b'{"seq": 3, "pr', b"\n", b"not json\n"])
-def test_append_refuses_to_continue_after_a_torn_or_unreadable_last_line(
-    make_log: Callable[[int], Path], key: bytes, tail: bytes
+def test_a_torn_or_unreadable_last_line_is_kept_and_the_next_chain_links_to_it(
+    make_log: Callable[[int], Path], key: bytes, tail: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = make_log(2)
+    good = list(read_records(path))
     with path.open("ab") as stream:
         stream.write(tail)
     before = path.read_bytes()
-    with pytest.raises(AuditWriteError, match="kamus-audit verify") as caught:
-        AuditFile(path, key).append({"outcome": "allowed"})
-    assert isinstance(caught.value, UnavailableError)
-    assert caught.value.code == "audit_unavailable"
+
+    placed = AuditFile(path, key).append({"outcome": "allowed"})
+
+    # The damaged chain is evidence: left byte for byte. The record went to the next chain,
+    # which starts by naming the last record of the old one it could verify, and why.
     assert path.read_bytes() == before
+    assert placed.chain == "audit.1.jsonl"
+    start, record = read_records(path.with_name("audit.1.jsonl"))
+    assert start["event"] == "chain_start"
+    assert start["previous"] == {"chain": "audit.jsonl", "seq": 2, "hash": good[-1]["hash"],
+                                 "mac": good[-1]["mac"]}  # fmt: skip
+    assert "after seq 2" in start["reason"]
+    assert record == placed.record
+    assert "audit chain audit.jsonl cannot be continued" in caplog.text
+    assert verify(path.with_name("audit.1.jsonl"), key).ok
+    # A restarted writer goes on in the newest chain.
+    assert AuditFile(path, key).append({"outcome": "allowed"}).chain == "audit.1.jsonl"
 
 
 def test_an_unwritable_log_raises_audit_write_error_without_the_key(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kamus_cli.audit import load_key
+from kamus_cli.auditfiles import load_key
 from kamus_client import environment
 from kamus_client.errors import InputError
 

@@ -1,0 +1,158 @@
+"""The audit trail against its insider: the six attacks of issue 21 that `verify --public-key`
+accepted, each written as the attacker worked, and what catches each now.
+
+The attacker holds the audit HMAC key and write access to the files (or only the files), but not
+the signing key, the log pipeline or the Kubernetes API (docs/AUDIT.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from audit_deployment import Deployment, records, rewrite
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from kamus_kms.auditchain import json_line
+from kamus_kms.auditsign import record_hash
+
+SampleEvent = Callable[[int], dict[str, Any]]
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, key: bytes, sample_event: SampleEvent) -> Deployment:
+    """Two worker processes of a decryptor signing every 3 records."""
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    return Deployment(folder, key, Ed25519PrivateKey.generate(), sample_event)
+
+
+def chain_of(deployment: Deployment, pid: int) -> Path:
+    return deployment.processes[pid].path
+
+
+def test_an_intact_deployment_verifies_with_every_witness(deployment: Deployment) -> None:
+    deployment.decrypt(1, 7)
+    deployment.decrypt(2, 4)
+    for logs, cluster in [(False, False), (True, False), (False, True), (True, True)]:
+        reports = deployment.verify(logs=logs, cluster=cluster)
+        assert [report.problems for report in reports] == [[], []]
+    # Every chain begins signed (a checkpoint of 0 records) and has at most N unsigned at its end.
+    first = records(chain_of(deployment, 1))[0]
+    assert first["event"] == "checkpoint"
+    assert first["checkpoint"]["seq"] == 0
+    assert first["checkpoint"]["origin"] == "kamus/kamus-decryptor"
+
+
+def test_attack_1_a_genuine_checkpoint_copied_after_forged_records(
+    deployment: Deployment, key: bytes
+) -> None:
+    deployment.decrypt(1, 8)
+    path = chain_of(deployment, 1)
+    chain = records(path)
+    last = max(i for i, record in enumerate(chain) if record.get("event") == "checkpoint")
+    forged = [{**record, "outcome": "denied", "request_id": "x"} for record in chain[last + 1 :]]
+    rewrite(path, [*chain[: last + 1], *forged, chain[last]], key)
+
+    for logs, cluster in [(False, False), (True, True)]:
+        (problem,) = deployment.problems(logs=logs, cluster=cluster)
+        assert "replayed checkpoint" in problem or "edited" in problem
+
+
+def test_attack_2_a_record_deleted_in_the_middle_and_an_earlier_checkpoint_appended(
+    deployment: Deployment, key: bytes
+) -> None:
+    deployment.decrypt(1, 9)
+    path = chain_of(deployment, 1)
+    chain = records(path)
+    denied = next(i for i, record in enumerate(chain) if record.get("outcome") == "denied")
+    earlier = next(record for record in chain if record.get("event") == "checkpoint")
+    rewrite(path, [*chain[:denied], *chain[denied + 1 :], earlier], key)
+
+    (problem,) = deployment.problems(logs=False, cluster=False)
+    assert "edited" in problem or "replayed" in problem
+
+
+def test_attack_3_a_whole_replica_chain_deleted(deployment: Deployment) -> None:
+    deployment.decrypt(1, 4)
+    deployment.decrypt(2, 4)
+    chain_of(deployment, 2).unlink()
+
+    for logs, cluster in [(True, False), (False, True)]:
+        (problem,) = deployment.problems(logs=logs, cluster=cluster)
+        assert problem.startswith("missing: the chain decryptor-2.jsonl is not among the files")
+
+
+@pytest.mark.parametrize("same_size", [True, False], ids=["same-size", "other-size"])
+def test_attack_4_the_writer_does_not_sign_what_the_file_says(
+    deployment: Deployment, caplog: pytest.LogCaptureFixture, same_size: bool
+) -> None:
+    # Write access to the file only, no key: edit a record after the last checkpoint and
+    # recompute only its public hash.
+    deployment.decrypt(1, 4)  # checkpoint(0), 1, 2, 3, checkpoint(4), 4: seq 6 is unsigned
+    path = chain_of(deployment, 1)
+    chain = records(path)
+    victim = chain[-1]
+    assert victim.get("event") != "checkpoint"
+    edited = {**victim, "request_id": "req-X" if same_size else "req-edited-by-hand"}
+    assert same_size == (len(json_line(edited)) == len(json_line(victim)))
+    edited["hash"] = record_hash(chain[-2]["hash"], edited)
+    path.write_text("".join(json_line(record) + "\n" for record in [*chain[:-1], edited]))
+
+    with caplog.at_level(logging.ERROR, "kamus.audit"):
+        deployment.decrypt(1, 3)  # enough for the next checkpoint
+
+    # The edited record was never countersigned: the writer left that chain and went on in a
+    # new one, linked to the head it held in memory.
+    assert "decryptor-1.jsonl cannot be continued" in caplog.text
+    successor = chain_of(deployment, 1)
+    assert successor.name == "decryptor-1.1.jsonl"
+    start = records(successor)[0]
+    assert start["event"] == "chain_start"
+    # A different size shows at the next append; the same size at the next checkpoint, which
+    # compares the bytes it would sign with those the writer wrote (records 7 and 8 went on).
+    head = records(path)[-1] if same_size else victim
+    assert head["seq"] == (8 if same_size else 6)
+    assert start["previous"] == {"chain": "decryptor-1.jsonl", "seq": head["seq"],
+                                 "hash": head["hash"], "mac": head["mac"]}  # fmt: skip
+    assert all(r["checkpoint"]["seq"] < 6 for r in records(path) if r.get("event") == "checkpoint")
+    for logs, cluster in [(False, False), (True, True)]:
+        problems = deployment.problems(logs=logs, cluster=cluster)
+        assert len(problems) == 1
+        assert "decryptor-1.1.jsonl" in problems[0] or "edited" in problems[0]
+
+
+def test_attack_5_all_checkpoints_stripped_and_a_record_removed(
+    deployment: Deployment, key: bytes
+) -> None:
+    deployment.decrypt(1, 7)
+    path = chain_of(deployment, 1)
+    chain = [record for record in records(path) if record.get("event") != "checkpoint"]
+    rewrite(path, chain[:2] + chain[3:], key)
+
+    (problem,) = deployment.problems(logs=False, cluster=False)
+    assert problem.startswith("unsigned: no checkpoint signed by this key")
+    # Against an unrelated public key, even an untouched chain does not verify.
+    deployment.decrypt(2, 2)
+    unrelated = Ed25519PrivateKey.generate().public_key()
+    reports = deployment.verify(logs=False, cluster=False, public=unrelated)
+    assert all(not report.ok for report in reports)
+
+
+def test_attack_6_a_live_chain_cut_at_the_end(deployment: Deployment) -> None:
+    deployment.decrypt(1, 8)
+    path = chain_of(deployment, 1)
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-3]))  # the last 3 records of the running process: gone
+
+    after = deployment.decrypt(1, 2)
+    # The writer did not chain onto the shortened file: no sequence number is used twice.
+    assert {placed.chain for placed in after} == {"decryptor-1.1.jsonl"}
+    assert records(path) == [json.loads(line) for line in lines[:-3]]
+    for logs, cluster in [(False, False), (True, False), (False, True), (True, True)]:
+        (problem,) = deployment.problems(logs=logs, cluster=cluster)
+        assert problem.startswith("deleted: seq") or "replayed" in problem, problem
