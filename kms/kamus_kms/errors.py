@@ -102,8 +102,11 @@ class UnavailableError(KamusError):
 
     code = "unavailable"
 
-    def __init__(self, message: str, *, retry_after: int = 2) -> None:
+    def __init__(self, message: str, *, retry_after: int = 2, reason: str | None = None) -> None:
         self.retry_after = retry_after
+        # What exactly fails, as a fixed word shown by /readyz?verbose (which needs no token):
+        # never a name, path or message.
+        self.reason = reason
         super().__init__(message)
 
 

@@ -26,6 +26,28 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+_READINESS: dict[str, Any] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "not_ready"]},
+        "dependencies": {
+            "type": "object",
+            "description": "With `?verbose`: each check's last result, by name",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "ready": {"type": "boolean"},
+                    "error": {"type": "string", "nullable": True},
+                    "reason": {"type": "string", "nullable": True},
+                    "enforced": {"type": "boolean"},
+                    "since": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
 _COMMON_PATHS: dict[str, Any] = {
     "/": {
         "get": {
@@ -52,10 +74,10 @@ _COMMON_PATHS: dict[str, Any] = {
     },
     "/readyz": {
         "get": {
-            "summary": "Readiness: keys and dependencies reachable",
+            "summary": "Readiness: shared dependencies reported, the pod's own conditions enforced",
             "responses": {
-                "200": _json({"type": "object"}, "Ready"),
-                "503": error("A dependency is unavailable"),
+                "200": _json(_READINESS, "Ready (a shared dependency may be down: see `verbose`)"),
+                "503": _json(_READINESS, "Not ready: the decryptor cannot write its audit file"),
             },
         }
     },

@@ -7,7 +7,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -172,11 +172,13 @@ def new_app(
     readiness: Mapping[str, ReadinessCheck],
     openapi: dict[str, Any],
     registry: CollectorRegistry,
+    enforced: Collection[str] = (),
     browser_page: Callable[[], Response] | None = None,
 ) -> Flask:
     """A Flask app with the routes and plumbing every Kamus service has.
 
-    ``readiness`` names each remote dependency's check (kamus_service.readiness);
+    ``readiness`` names each dependency's check (kamus_service.readiness), ``enforced`` those of
+    them that are conditions of the process itself and fail a plain `/readyz`;
     ``browser_page``, what `/` answers browsers (everyone else gets Kamus's `welcome`).
     """
     app = Flask(name)
@@ -213,25 +215,35 @@ def new_app(
     def healthz() -> Response:
         return jsonify(status="ok")
 
-    dependencies = Readiness(readiness, registry, interval=settings.readiness_check_seconds)
+    dependencies = Readiness(
+        readiness, registry, enforced=enforced, interval=settings.readiness_check_seconds
+    )
 
     @app.get("/readyz")
     def readyz() -> Response:
         verbose = "verbose" in request.args
         states = dependencies.states(wait=verbose)
+        ready = dependencies.ready(states)
+        status = "ready" if ready else "not_ready"
         if not verbose:
-            return jsonify(status="ready")
-        return jsonify(
-            status="ready",
-            dependencies={
-                name: {
-                    "ready": state.ready,
-                    "error": state.error,
-                    "since": datetime.fromtimestamp(state.since, UTC).isoformat(),
-                }
-                for name, state in states.items()
-            },
-        )
+            response = jsonify(status=status)
+        else:
+            response = jsonify(
+                status=status,
+                dependencies={
+                    name: {
+                        "ready": state.ready,
+                        "error": state.error,
+                        "reason": state.reason,
+                        "enforced": name in dependencies.enforced,
+                        "since": datetime.fromtimestamp(state.since, UTC).isoformat(),
+                    }
+                    for name, state in states.items()
+                },
+            )
+        # 503 takes the pod out of the Service's endpoints until an enforced check passes again.
+        response.status_code = 200 if ready else 503
+        return response
 
     @app.get("/metrics")
     def metrics_route() -> Response:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 import requests
+from audit_volume import DAMAGES, Damage
 from gunicorn_process import Service, base_environment, gunicorn
 
 from kamus_kms.keyring import Keyring
@@ -111,6 +113,63 @@ def test_an_unwritable_audit_file_follows_the_policy(
         assert "audited-secret" not in response.text
     else:
         assert response.text == "audited-secret"
+
+
+def _readyz_settles(service: Service, status: int) -> None:
+    """Wait until plain /readyz answers ``status`` 6 times in a row, whichever worker answers."""
+    deadline, streak = time.monotonic() + 30, 0
+    while streak < 6:
+        assert time.monotonic() < deadline, f"/readyz did not settle on {status}"
+        answered = requests.get(f"{service.url}/readyz", timeout=10).status_code
+        streak = streak + 1 if answered == status else 0
+        time.sleep(0.1)
+
+
+def _audit_gauge(service: Service) -> str:
+    metrics = requests.get(f"{service.url}/metrics", timeout=10).text
+    (line,) = [line for line in metrics.splitlines()
+               if line.startswith('kamus_dependency_ready{dependency="audit"}')]  # fmt: skip
+    return line.rsplit(" ", 1)[1]
+
+
+@DAMAGES
+def test_readyz_takes_a_worker_that_cannot_write_its_chain_out_of_the_service_until_repaired(
+    service_env: dict[str, str],
+    tmp_path: Path,
+    token: TokenFactory,
+    ciphertext: str,
+    damage: Damage,
+    repair: Damage,
+) -> None:
+    chain = tmp_path / "audit" / "audit.jsonl"
+    chain.parent.mkdir()
+    env = {"KAMUS_AUDIT_FILE": str(chain), "KAMUS_READINESS_CHECK_SECONDS": "0.2"}
+    good = token("audit-ns", "app")
+    with _decryptor(service_env, tmp_path, **env) as service:
+        assert _post(service, good, ciphertext) == 200
+        _readyz_settles(service, 200)
+        assert _audit_gauge(service) == "1.0"
+
+        damage(chain)
+        assert _post(service, good, ciphertext) == 503
+        # Every worker finds it (not only the one whose write was refused): the kubelet's probe
+        # fails whichever answers, and the pod leaves the Service endpoints.
+        _readyz_settles(service, 503)
+        verbose = requests.get(f"{service.url}/readyz?verbose", timeout=10)
+        assert verbose.status_code == 503
+        entry = verbose.json()["dependencies"]["audit"]
+        assert (entry["ready"], entry["error"], entry["reason"], entry["enforced"]) == (
+            False, "audit_unavailable", "not_writable", True,
+        )  # fmt: skip
+        assert str(chain) not in verbose.text
+        assert _audit_gauge(service) == "0.0"
+
+        repair(chain)  # no restart
+        _readyz_settles(service, 200)
+        assert _audit_gauge(service) == "1.0"
+        assert _post(service, good, ciphertext) == 200
+    # The checks wrote nothing: two decrypts, two records, one chain.
+    assert [json.loads(line)["seq"] for line in chain.read_text().splitlines()] == [1, 2]
 
 
 def test_per_worker_chains_with_signed_checkpoints_verify_with_the_public_key_and_witness(

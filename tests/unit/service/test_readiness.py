@@ -1,17 +1,22 @@
 """Readiness: dependency checks made at most once per interval, in the background of probes,
-counted, and reported (not enforced) so a shared outage does not empty the Service."""
+counted, and reported (not enforced) so a shared outage does not empty the Service; only the
+process's own conditions (enforced checks) fail a plain /readyz."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from kamus_dev.authority import ManualClock
 from kamus_kms.errors import UnavailableError
+from kamus_kms.keyring import Keyring
 from kamus_service.readiness import Readiness
+from kamus_service.settings import Settings
+from kamus_service.webapp import new_app
 
 
 class Dependency:
@@ -122,3 +127,89 @@ def test_a_hanging_check_never_delays_a_probe(
         dependency.release.set()
     assert readiness.states(wait=True)["tokenreview"].ready is False  # verbose waits for it
     assert dependency.calls == 2
+
+
+@pytest.fixture
+def own() -> Dependency:
+    """A condition of the process itself, as its audit volume is."""
+    return Dependency()
+
+
+def test_only_an_enforced_check_makes_the_process_not_ready(
+    dependency: Dependency, own: Dependency, clock: ManualClock, registry: CollectorRegistry
+) -> None:
+    readiness = Readiness({"tokenreview": dependency, "audit": own}, registry, enforced={"audit"},
+                          interval=5.0, clock=clock)  # fmt: skip
+    readings = []
+    for shared_down, own_down in [(False, False), (True, False), (True, True), (False, False)]:
+        dependency.down, own.down = shared_down, own_down
+        states = readiness.states(wait=True)
+        shown = (states["tokenreview"].ready, states["audit"].ready)
+        readings.append((*shown, readiness.ready(states)))
+        clock.advance(5)
+    assert readings == [(True, True, True), (False, True, True), (False, False, False),
+                        (True, True, True)]  # fmt: skip
+    assert registry.get_sample_value("kamus_dependency_ready", {"dependency": "audit"}) == 1
+
+
+def test_a_plain_probe_answers_with_the_fresh_result_of_an_enforced_check(
+    dependency: Dependency, own: Dependency, clock: ManualClock, registry: CollectorRegistry
+) -> None:
+    readiness = Readiness({"tokenreview": dependency, "audit": own}, registry, enforced={"audit"},
+                          interval=5.0, clock=clock)  # fmt: skip
+    dependency.release.clear()  # a dependency that hangs
+    own.down = True
+    try:
+        # The very first probe (a pod just started) already knows, and does not wait for the
+        # dependency; the one before would have answered ready.
+        states = readiness.states()
+        assert "tokenreview" not in states
+        assert (states["audit"].ready, readiness.ready(states)) == (False, False)
+    finally:
+        dependency.release.set()
+    readiness.states(wait=True)
+    own.down = False
+    clock.advance(5)
+    assert readiness.ready(readiness.states())  # and back at the next probe after the repair
+
+
+def test_a_hanging_enforced_check_delays_a_probe_half_a_second_at_most(
+    own: Dependency, registry: CollectorRegistry
+) -> None:
+    readiness = Readiness({"audit": own}, registry, enforced={"audit"})
+    own.release.clear()
+    try:
+        started = time.monotonic()
+        assert readiness.states() == {}
+        assert time.monotonic() - started < 2
+    finally:
+        own.release.set()
+
+
+def test_an_enforced_name_without_its_check_is_refused(
+    dependency: Dependency, registry: CollectorRegistry
+) -> None:
+    with pytest.raises(ValueError, match="audit"):
+        Readiness({"tokenreview": dependency}, registry, enforced={"audit"})
+
+
+@pytest.mark.parametrize(("down", "status"), [(None, 200), ("tokenreview", 200), ("audit", 503)])
+def test_plain_readyz_fails_for_an_enforced_check_and_only_for_it(
+    keyring: Keyring, down: str | None, status: int
+) -> None:
+    checks = {"tokenreview": Dependency(), "audit": Dependency()}
+    if down is not None:
+        checks[down].down = True
+    settings = Settings(service="encryptor", keyring=keyring.to_json(), readiness_check_seconds=0)
+    app = new_app("test", settings, readiness=checks, enforced={"audit"}, openapi={},
+                  registry=CollectorRegistry())  # fmt: skip
+    client = app.test_client()
+    verbose = client.get("/readyz?verbose")
+    plain = client.get("/readyz")
+    assert (verbose.status_code, plain.status_code) == (status, status)
+    assert plain.get_json() == {"status": "ready" if status == 200 else "not_ready"}
+    shown = verbose.get_json()["dependencies"]
+    assert {name: (entry["ready"], entry["enforced"]) for name, entry in shown.items()} == {
+        "tokenreview": (down != "tokenreview", False),
+        "audit": (down != "audit", True),
+    }
