@@ -305,14 +305,14 @@ def run_reconcile(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitC
     notes = []
     names = {path.name for path in paths}
     for path in paths:
-        seen = witness.macs.get(path.name, {})
+        seen = witness.seen.get(path.name, {})
         in_files: set[int] = set()
         differ: list[int] = []
         for record in _file_records(path):
             seq, mac = record.get("seq"), record.get("mac")
             if isinstance(seq, int):
                 in_files.add(seq)
-                if seq in seen and mac not in seen[seq]:
+                if witness.vouches(path.name, seq, mac, record.get("hash")) is False:
                     differ.append(seq)
             if record.get("event") not in (CHECKPOINT_EVENT, CHAIN_START_EVENT):
                 counted[str(record.get("action")), str(record.get("reason"))] += 1
@@ -332,7 +332,7 @@ def run_reconcile(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitC
                          " (the logs given may end earlier, or these were forged)")  # fmt: skip
     for chain in sorted(witness.chains - names):
         findings.append(f"{_safe(chain)}: no such file, yet the witnesses saw seq"
-                        f" {_ranges(witness.macs[chain])}")  # fmt: skip
+                        f" {_ranges(witness.seen[chain])}")  # fmt: skip
     if args.metrics:
         scraped = _scraped(args.metrics)
         for action, reason in sorted(set(scraped) | set(counted)):

@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from kamus_decryptor.auditfile import AuditDirectory, AuditFile
+from kamus_decryptor.auditfile import AuditDirectory, AuditFile, Placed
 from kamus_decryptor.tokenreview import Caller
 from kamus_kms.auditwitness import CHECKPOINT_EVENT
 from kamus_kms.ciphertext import Ciphertext
@@ -79,12 +79,20 @@ class AuditEvent:
         }
 
 
+def place_of(placed: Placed) -> dict[str, Any]:
+    """A record's place in its chain, as stdout carries it: the chain, seq, public hash (which
+    covers the record and all before it) and MAC."""
+    record = placed.record
+    return {"chain": placed.chain, "seq": record["seq"], "hash": record["hash"],
+            "mac": record["mac"]}  # fmt: skip
+
+
 def witness_fields(chain: str, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The stdout event of a record the audit writer added by itself (a checkpoint, a chain
     start): its place, so the log pipeline witnesses it like every audit event, and its content."""
     kind = "audit_checkpoint" if record.get("event") == CHECKPOINT_EVENT else "audit_chain_start"
     fields = {name: value for name, value in record.items()
-              if name not in ("event", "prev", "hash")}  # fmt: skip
+              if name not in ("event", "prev")}  # fmt: skip
     return kind, {**fields, "chain": chain}
 
 
@@ -196,9 +204,8 @@ class AuditTrail:
             else:
                 self._refused = False
                 # The record's place on stdout is what the log pipeline witnesses: `kamus-audit
-                # verify --witness` finds every record it saw in the files, with this MAC.
-                fields |= {"chain": placed.chain, "seq": placed.record["seq"],
-                           "mac": placed.record["mac"]}  # fmt: skip
+                # verify --witness` finds every record it saw in the files.
+                fields |= place_of(placed)
         write_event("kamus.audit", "audit", fields)
 
     def check_ready(self) -> None:

@@ -140,7 +140,8 @@ class _ChainCheck:
     ) -> None:  # fmt: skip
         self.path, self.public, self.policy = path, public, policy
         self.report = ChainReport(path.name, path)
-        self.macs = witness.macs.get(path.name, {})
+        self.witness = witness
+        self.seen = witness.seen.get(path.name, {})
         self.logged = path.name in witness.logged
         # seq -> (hash, who said so): witnessed checkpoints and successors' links
         self.hashes: dict[int, list[tuple[str, str]]] = {}
@@ -155,6 +156,8 @@ class _ChainCheck:
         self.tail_first: datetime | None = None
         self.tail_last: datetime | None = None
         self.key: str | None = None
+        self.mac: object = GENESIS  # the MAC of the record before: no key checks it, but it
+        # is in the next record's hash (as prev), so an edit of it shows there
 
     def fail(self, problem: str) -> ChainReport:
         self.report.problems.append(problem)
@@ -179,6 +182,10 @@ class _ChainCheck:
                     else f"deleted or reordered: seq {report.records + 1} expected, seq {seq} found"
                 )
                 return self.fail(f"{where}: {kind}")
+            if record.get("prev") != self.mac:
+                return self.fail(
+                    f"{where}: edited: seq {seq} does not name the MAC of the record before it"
+                )
             if record_hash(previous, record) != stored:
                 return self.fail(
                     f"{where}: edited: seq {seq} does not hash to its stored hash, or does not"
@@ -192,13 +199,12 @@ class _ChainCheck:
                 problem = self.checkpoint(seq, record.get("checkpoint"), previous)
             if problem is not None:
                 return self.fail(f"{where}: {problem}")
-            report.records, previous = seq, stored
+            report.records, previous, self.mac = seq, stored, record.get("mac")
             self.tail(record)
         return self.finish()
 
     def witnessed(self, seq: int, record: dict[str, Any], stored: str) -> str | None:
-        macs = self.macs.get(seq)
-        if macs is not None and record.get("mac") not in macs:
+        if self.witness.vouches(self.path.name, seq, record.get("mac"), stored) is False:
             return (f"edited: seq {seq} differs from the record the decryptor printed on stdout"
                     " (the witness logs)")  # fmt: skip
         for expected, source in self.hashes.get(seq, []):
@@ -238,13 +244,13 @@ class _ChainCheck:
 
     def finish(self) -> ChainReport:
         report, policy = self.report, self.policy
-        replays = sorted(seq for seq, macs in self.macs.items() if len(macs) > 1)
+        replays = self.witness.replays(self.path.name)
         if replays:
             return self.fail(
                 f"replayed: {_span(replays)} printed twice with different MACs (the chain was cut"
                 " and written again)"
             )
-        witnessed = [*self.macs, *self.hashes]
+        witnessed = [*self.seen, *self.hashes]
         if witnessed and max(witnessed) > report.records:
             missing = f"seq {report.records + 1}..{max(witnessed)}"
             return self.fail(
@@ -269,7 +275,7 @@ class _ChainCheck:
         if self.logged:
             unvouched = [
                 seq for seq in range(report.signed_seq + 1, report.records + 1)
-                if seq not in self.macs
+                if seq not in self.seen
             ]  # fmt: skip
             if unvouched:
                 return self.fail(
@@ -312,7 +318,7 @@ def verify_chains(
         reports.append(_ChainCheck(path, public, policy, witness, links.get(name, [])).run())
     expected = set(links) | (witness.chains if complete else set())
     for name in sorted(expected - set(by_name)):
-        seen = max([*witness.macs.get(name, {}), *(link.seq for link in links.get(name, []))],
+        seen = max([*witness.seen.get(name, {}), *(link.seq for link in links.get(name, []))],
                    default=0)  # fmt: skip
         sources = [
             *(["the witnesses"] if name in witness.chains else []),

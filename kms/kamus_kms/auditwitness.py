@@ -1,8 +1,9 @@
 """What the file's owner cannot rewrite: the chain positions a decryptor published elsewhere.
 
 Every record the decryptor appends to a chain is also printed on stdout with its place,
-``{"chain": NAME, "seq": N, "mac": HEX, ...}`` (audit events, checkpoints and chain starts alike),
-so the cluster's log pipeline keeps a second copy of every chain's shape. The latest signed
+``{"chain": NAME, "seq": N, "hash": HEX, "mac": HEX, ...}`` (audit events, checkpoints and chain
+starts alike), so the cluster's log pipeline keeps a second copy of every chain's shape: the
+public hash covers the record and every one before it. The latest signed
 checkpoint of each chain is also kept in the Kubernetes API (a ConfigMap per decryptor
 Deployment, one key per chain, whose value is that checkpoint's stdout line). A :class:`Witness`
 gathers both for ``kamus-audit verify`` and ``reconcile``: what they saw must be in the files,
@@ -51,17 +52,21 @@ def placed(line: str) -> dict[str, Any] | None:
 class Witness:
     """Chain positions and signed checkpoints seen outside the audit files."""
 
-    # chain -> seq -> every MAC seen for that record (more than one: the chain was rewritten)
-    macs: dict[str, dict[int, set[str]]] = field(default_factory=dict)
+    # chain -> seq -> every (mac, hash) seen for that record (the hash is missing in lines of
+    # decryptors before it was printed); more than one MAC: the chain was cut and rewritten
+    seen: dict[str, dict[int, set[tuple[str, str | None]]]] = field(default_factory=dict)
     # chain -> signed checkpoints seen for it (not yet checked against a key)
     checkpoints: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    # chains whose every record since their start should be in ``macs`` (from stdout logs)
+    # chains whose every record since their start should be in ``seen`` (from stdout logs)
     logged: set[str] = field(default_factory=set)
 
     def add(self, event: Mapping[str, Any], *, from_log: bool) -> None:
         """Take one placed event (see :func:`placed`)."""
         chain = str(event["chain"])
-        self.macs.setdefault(chain, {}).setdefault(int(event["seq"]), set()).add(str(event["mac"]))
+        stored = event.get("hash")
+        self.seen.setdefault(chain, {}).setdefault(int(event["seq"]), set()).add(
+            (str(event["mac"]), stored if isinstance(stored, str) else None)
+        )
         if from_log:
             self.logged.add(chain)
         checkpoint = event.get("checkpoint")
@@ -91,7 +96,7 @@ class Witness:
 
     @property
     def chains(self) -> set[str]:
-        return set(self.macs)
+        return set(self.seen)
 
     def signed(self, chain: str, public: Ed25519PublicKey) -> list[dict[str, Any]]:
         """The checkpoints seen for ``chain`` that ``public`` signed."""
@@ -99,4 +104,15 @@ class Witness:
 
     def replays(self, chain: str) -> list[int]:
         """Sequence numbers of ``chain`` seen with more than one MAC."""
-        return sorted(seq for seq, macs in self.macs.get(chain, {}).items() if len(macs) > 1)
+        return sorted(
+            seq for seq, entries in self.seen.get(chain, {}).items()
+            if len({mac for mac, _ in entries}) > 1
+        )  # fmt: skip
+
+    def vouches(self, chain: str, seq: int, mac: object, stored: object) -> bool | None:
+        """Whether the witness saw record ``seq`` of ``chain`` with this MAC and public hash
+        (None: it did not see that record)."""
+        entries = self.seen.get(chain, {}).get(seq)
+        if entries is None:
+            return None
+        return any(mac == seen and hash_ in (None, stored) for seen, hash_ in entries)

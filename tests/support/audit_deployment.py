@@ -10,7 +10,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from kamus_decryptor.audit import witness_fields
+from kamus_decryptor.audit import place_of, witness_fields
 from kamus_decryptor.auditfile import AuditFile, Placed
 from kamus_kms.auditchain import GENESIS, chain_key, json_line, record_mac
 from kamus_kms.auditsign import record_hash
@@ -44,6 +44,10 @@ class Deployment:
             )  # fmt: skip
         return self.processes[pid]
 
+    def restart(self, pid: int) -> None:
+        """Process ``pid`` starts again (a restarted container reuses its pid): a new writer."""
+        self.processes.pop(pid, None)
+
     def _witnessed(self, chain: str, record: dict[str, Any]) -> None:
         kind, fields = witness_fields(chain, record)
         line = json.dumps({"event": kind, **fields})
@@ -58,17 +62,7 @@ class Deployment:
             self.count += 1
             event = self.event(self.count)
             done = self.process(pid).append(event)
-            self.logs.append(
-                json.dumps(
-                    {
-                        "event": "audit",
-                        **event,
-                        "chain": done.chain,
-                        "seq": done.record["seq"],
-                        "mac": done.record["mac"],
-                    }
-                )
-            )
+            self.logs.append(json.dumps({"event": "audit", **event, **place_of(done)}))
             placed.append(done)
         return placed
 

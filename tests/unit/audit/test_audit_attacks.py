@@ -156,3 +156,71 @@ def test_attack_6_a_live_chain_cut_at_the_end(deployment: Deployment) -> None:
     for logs, cluster in [(False, False), (True, False), (False, True), (True, True)]:
         (problem,) = deployment.problems(logs=logs, cluster=cluster)
         assert problem.startswith("deleted: seq") or "replayed" in problem, problem
+
+
+def test_checkpoints_removed_from_the_middle_leave_more_unsigned_records_than_the_writer_does(
+    deployment: Deployment, key: bytes
+) -> None:
+    # Without any witness: the chain keeps its first checkpoint, but the writer signs every 3
+    # records, so 8 records after it cannot be what it wrote.
+    deployment.decrypt(1, 8)
+    path = chain_of(deployment, 1)
+    chain = records(path)
+    rewrite(path, [chain[0], *(r for r in chain[1:] if r.get("event") != "checkpoint")], key)
+
+    (problem,) = deployment.problems(logs=False, cluster=False)
+    assert problem == (
+        "unsigned: 8 records after the last checkpoint, more than the 3 after which the writer"
+        " signs (checkpoints removed)"
+    )
+
+
+def test_unsigned_records_spanning_more_than_the_writers_interval_are_refused(
+    tmp_path: Path, key: bytes, sample_event: SampleEvent
+) -> None:
+    # The writer signs at least every T seconds while it writes: records after the last
+    # checkpoint that span far more than T mean checkpoints were taken out.
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    deployment = Deployment(folder, key, Ed25519PrivateKey.generate(), sample_event,
+                            records=100, seconds=60)  # fmt: skip
+    deployment.decrypt(1, 2)
+    path = chain_of(deployment, 1)
+    chain = records(path)
+    assert [r["time"][11:19] for r in chain[1:]] == ["10:00:01", "10:00:02"]
+    chain[2]["time"] = "2026-11-27T10:02:02.000+00:00"  # 121 s after the first: > 60 + 60
+    rewrite(path, chain, key)
+
+    (problem,) = deployment.problems(logs=False, cluster=False)
+    assert problem.startswith("unsigned: the records after the last checkpoint span 121 s")
+
+
+def test_one_record_printed_twice_with_different_macs_is_a_replay(deployment: Deployment) -> None:
+    # What the old writer did after a cut (attack 6): the log holds two records for one place.
+    deployment.decrypt(1, 2)
+    second = json.loads(deployment.logs[-1])
+    deployment.logs.append(json.dumps({**second, "mac": "0" * 64, "hash": "1" * 64}))
+
+    (problem,) = deployment.problems(cluster=False)
+    assert problem.startswith(f"replayed: seq {second['seq']} printed twice with different MACs")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda line: json.dumps(json.loads(line)), "edited: the record was rewritten"),
+        (lambda line: json_line({**json.loads(line), "mac": "f" * 64}), "does not name the MAC"),
+    ],
+    ids=["re-serialized", "mac-replaced"],
+)
+def test_what_no_hash_covers_is_still_checked_without_the_key_or_a_witness(
+    deployment: Deployment, change: Callable[[str], str], expected: str
+) -> None:
+    deployment.decrypt(1, 4)
+    path = chain_of(deployment, 1)
+    lines = path.read_text().splitlines()
+    lines[2] = change(lines[2])  # the line's bytes, or the MAC the next record names as prev
+    path.write_text("".join(line + "\n" for line in lines))
+
+    (problem,) = deployment.problems(logs=False, cluster=False)
+    assert expected in problem
