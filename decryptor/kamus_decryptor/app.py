@@ -11,8 +11,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, Counter
 
-from kamus_decryptor.audit import AuditEvent, AuditTrail, print_witnessed
-from kamus_decryptor.auditfile import AuditDirectory, AuditFile
+from kamus_decryptor.audit import AuditEvent, AuditTrail, print_witnessed, witness_fields
+from kamus_decryptor.auditfile import AuditDirectory, AuditFile, Witness
+from kamus_decryptor.auditheads import ClusterWitness
 from kamus_decryptor.jwks import OfflineTokenCheck, PrecheckedTokenReviewer
 from kamus_decryptor.openapi import OPENAPI
 from kamus_decryptor.ratelimit import FailureLimiter
@@ -380,8 +381,26 @@ def _open_signing_key(
         ) from exc
 
 
+def _witness(settings: Settings, registry: CollectorRegistry) -> Witness:
+    """Where the records the audit writer adds by itself go: stdout, and each checkpoint to the
+    cluster witness too when one is configured."""
+    if settings.audit_witness_configmap is None:
+        return print_witnessed
+    cluster = ClusterWitness(
+        api_client(settings.kubeconfig), settings.audit_witness_configmap, registry
+    )
+
+    def witness(chain: str, record: dict[str, Any]) -> None:
+        print_witnessed(chain, record)
+        kind, fields = witness_fields(chain, record)
+        if kind == "audit_checkpoint":
+            cluster.offer(chain, {"event": kind, **fields})
+
+    return witness
+
+
 def _audit_file(
-    settings: Settings, audit_key: bytes, provider: KeyProvider
+    settings: Settings, audit_key: bytes, provider: KeyProvider, registry: CollectorRegistry
 ) -> AuditFile | AuditDirectory | None:
     signer = _signer(settings, provider)
 
@@ -390,7 +409,7 @@ def _audit_file(
         "signer": signer,
         "checkpoint_records": settings.audit_checkpoint_records,
         "checkpoint_seconds": settings.audit_checkpoint_seconds,
-        "witness": print_witnessed,
+        "witness": _witness(settings, registry),
         "origin": settings.audit_origin,
     }
     if settings.audit_dir is not None:
@@ -432,7 +451,7 @@ def create_app(
     with exit_on_configuration_error("kamus-decryptor"):
         sealing = SealingKeyring.parse(settings.sealing_keys) if settings.sealing_keys else None
     audit_key = audit_key_from_settings(settings)
-    audit_file = _audit_file(settings, audit_key, provider)
+    audit_file = _audit_file(settings, audit_key, provider, registry)
     audit = AuditTrail(
         audit_key,
         file=audit_file,

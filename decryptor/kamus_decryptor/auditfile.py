@@ -417,15 +417,19 @@ class AuditDirectory:
                             for ch in os.environ.get("HOSTNAME", "decryptor"))[:63]  # fmt: skip
         self._file: AuditFile | None = None
         self._pid = -1
+        # Two writers of one chain in one process would each take the other's records for an
+        # intruder's: the first request and the readiness check must get the same one.
+        self._lock = threading.Lock()
 
     @property
     def current(self) -> AuditFile:
         """This process's chain file."""
-        if self._file is None or self._pid != os.getpid():
-            self._pid = os.getpid()
-            path = self.directory / f"{self._pod}-{self._pid}.jsonl"
-            self._file = AuditFile(path, self._key, shared=False, **self._options)
-        return self._file
+        with self._lock:
+            if self._file is None or self._pid != os.getpid():
+                self._pid = os.getpid()
+                path = self.directory / f"{self._pod}-{self._pid}.jsonl"
+                self._file = AuditFile(path, self._key, shared=False, **self._options)
+            return self._file
 
     @property
     def path(self) -> Path:

@@ -21,9 +21,10 @@ from typing import Any, Literal
 
 from kamus_client import environment
 from kamus_client.errors import InputError
-from kamus_kms.errors import ConfigurationError
+from kamus_kms.errors import ConfigurationError, InvalidScopeError
 from kamus_kms.legacy import dotnet_base64
 from kamus_kms.provider import KeyMode
+from kamus_kms.scope import Scope
 
 PREFIX = "KAMUS_"
 # What each remote provider cannot start without (besides the key mode's own needs).
@@ -85,6 +86,15 @@ def _cluster_name(text: str) -> str:
     if name and not _CLUSTER.fullmatch(name):
         raise ValueError("must be 1-63 lowercase letters, digits, '-' or '.'")
     return name
+
+
+def _object_reference(text: str) -> str:
+    namespace, _, name = text.strip().partition("/")
+    try:
+        Scope(namespace, name)  # the same rules: a DNS-1123 label, then a DNS-1123 subdomain
+    except InvalidScopeError as exc:
+        raise ValueError("must be NAMESPACE/NAME of a Kubernetes object") from exc
+    return f"{namespace}/{name}"
 
 
 def _audiences(text: str) -> tuple[str, ...]:
@@ -499,6 +509,15 @@ class Settings:
         "each other's.",
         services=DECRYPTOR,
     )
+    audit_witness_configmap: str | None = _var(
+        None,
+        "`NAMESPACE/NAME` of a ConfigMap where each process keeps its chain's latest signed "
+        "checkpoint (the chart creates it, with a Role to patch it alone): a witness in the "
+        "Kubernetes API that whoever can rewrite the files cannot "
+        "([docs/AUDIT.md](docs/AUDIT.md)).",
+        parse=_object_reference,
+        services=DECRYPTOR,
+    )
     audit_checkpoint_records: int = _var(
         100,
         "A signed checkpoint after this many records (per process).",
@@ -679,6 +698,9 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         values.get("audit_file") or values.get("audit_dir")
     ):
         problems.append("KAMUS_AUDIT_SIGNING_KEY needs KAMUS_AUDIT_DIR or KAMUS_AUDIT_FILE")
+    if values.get("audit_witness_configmap") and not values.get("audit_signing_key"):
+        problems.append("KAMUS_AUDIT_WITNESS_CONFIGMAP needs KAMUS_AUDIT_SIGNING_KEY (it keeps "
+                        "signed checkpoints)")  # fmt: skip
     if problems:
         raise ConfigurationError(problems)
     return Settings(service=service, **values)

@@ -118,7 +118,23 @@ def test_only_the_decryptor_account_may_review_tokens_and_nothing_else(
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": decryptor_account, "namespace": "kamus"}
     ]
-    assert not {"Role", "RoleBinding"} & {m["kind"] for m in rendered}
+    # The one namespaced right: with signed checkpoints, patching the audit witness ConfigMap.
+    roles, bindings = objects(rendered, "Role"), objects(rendered, "RoleBinding")
+    if case != "audit-file-pvc":
+        assert not roles
+        assert not bindings
+        return
+    (witness,) = roles.values()
+    assert witness["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                                 "resourceNames": ["kamus-decryptor-audit-heads"],
+                                 "verbs": ["get", "patch"]}]  # fmt: skip
+    (bound,) = bindings.values()
+    assert bound["roleRef"]["name"] == witness["metadata"]["name"]
+    assert bound["subjects"] == binding["subjects"]
+    (configmap,) = (m for m in rendered if m["kind"] == "ConfigMap"
+                    and m["metadata"]["name"] == "kamus-decryptor-audit-heads")  # fmt: skip
+    assert "data" not in configmap  # helm upgrade leaves the decryptor's entries alone
+    assert configmap["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
 
 def test_keys_are_read_only_files_never_environment_values(case: str, manifests: Manifests) -> None:

@@ -367,6 +367,12 @@ components need it. Only files the configuration uses are listed.
   value: {{ $c.auditFile.policy | quote }}
 - name: KAMUS_AUDIT_FSYNC
   value: {{ $c.auditFile.fsync | toString | quote }}
+- name: KAMUS_AUDIT_ORIGIN
+  value: {{ printf "%s/%s" .root.Release.Namespace (include "kamus.componentName" .) | quote }}
+{{- if include "kamus.auditWitness" .root }}
+- name: KAMUS_AUDIT_WITNESS_CONFIGMAP
+  value: {{ printf "%s/%s" .root.Release.Namespace (include "kamus.auditWitnessName" .root) | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- $component := .component }}
@@ -560,4 +566,14 @@ series' first sample already holds what happened (a pod probing once, then stopp
 increase() never counts. A counter reset shows as a drop and is not counted. */}}
 {{- define "kamus.grewBy" -}}
 ({{ .metric }}{ {{- .sel -}} } - {{ .metric }}{ {{- .sel -}} } offset {{ .window }}) or {{ .metric }}{ {{- .sel -}} }
+{{- end }}
+
+{{/* The cluster witness of the audit chains (docs/AUDIT.md): on with a signing key. */}}
+{{- define "kamus.auditWitness" -}}
+{{- $a := .Values.decryptor.auditFile -}}
+{{- if and $a.enabled $a.signingKey.existingSecret.name $a.clusterWitness -}}true{{- end -}}
+{{- end }}
+
+{{- define "kamus.auditWitnessName" -}}
+{{- printf "%s-audit-heads" (include "kamus.componentName" (dict "root" . "component" "decryptor")) | trunc 63 | trimSuffix "-" -}}
 {{- end }}
