@@ -64,11 +64,11 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
     folder = tmp_path_factory.mktemp("written")
     deployment = Deployment(folder, os.urandom(32), Ed25519PrivateKey.generate(), _event)
     old_copies = []
-    for pid, times in [(1, 4), (2, 3), (1, 3), (2, 5), (1, 1), ("restart", 1), (1, 2), (2, 1)]:
-        if pid == "restart":
-            deployment.restart(times)
+    for pid, times in [(1, 4), (2, 3), (1, 3), (2, 5), (1, 1), (1, 0), (1, 2), (2, 1)]:
+        if times == 0:  # process 1 restarts with its chain's last records unsigned
+            deployment.restart(pid)
             continue
-        deployment.decrypt(int(pid), times)
+        deployment.decrypt(pid, times)
         old_copies.append(_read(folder))
     files = _read(folder)
     assert "decryptor-1.1.jsonl" in files
