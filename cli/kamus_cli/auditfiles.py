@@ -42,8 +42,9 @@ def load_key(key_file: Path | None, environ: Mapping[str, str]) -> bytes:
     raise InputError(f"no audit key: pass --key-file or set {KEY_ENV} or {KEY_ENV}_FILE")
 
 
-def chains(paths: Sequence[Path]) -> list[Path]:
-    """The chain files of ``paths``: files as given, folders' ``*.jsonl``; InputError when none."""
+def chains(paths: Sequence[Path], *, allow_none: bool = False) -> list[Path]:
+    """The chain files of ``paths``: files as given, folders' ``*.jsonl``; InputError when none
+    (unless ``allow_none``: against a witness, an emptied folder is what is to be found)."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -52,6 +53,6 @@ def chains(paths: Sequence[Path]) -> list[Path]:
             found.append(path)
         else:
             raise InputError(f"cannot read {path}: No such file or directory")
-    if not found:
+    if not found and not allow_none:
         raise InputError("no audit chain found (folders are searched for *.jsonl)")
     return found

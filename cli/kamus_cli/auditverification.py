@@ -129,10 +129,11 @@ def add_reconcile_parser(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 def run_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode:
     """``kamus-audit verify``."""
-    paths = chains(args.file)
+    witnessed = bool(args.witness or args.witness_from_cluster)
+    paths = chains(args.file, allow_none=witnessed and args.public_key is not None)
     if args.public_key is not None:
         return _verify_public(args, paths)
-    if args.witness or args.witness_from_cluster:
+    if witnessed:
         raise InputError("--witness and --witness-from-cluster need --public-key")
     heads = _heads(args.head, paths)
     key = load_key(args.key_file, environ)

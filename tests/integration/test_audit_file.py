@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import requests
-from audit_volume import DAMAGES, Damage
+from audit_volume import DAMAGES, Damage, block_file
 from gunicorn_process import Service, base_environment, gunicorn
 
 from kamus_kms.keyring import Keyring
@@ -97,9 +97,7 @@ def test_an_unwritable_audit_file_follows_the_policy(
 ) -> None:
     with _decryptor(service_env, tmp_path, KAMUS_AUDIT_POLICY=policy) as service:
         assert _post(service, token("audit-ns", "app"), ciphertext) == 200
-        # A torn last line (as after a crash mid-write) makes the chain unwritable.
-        with (tmp_path / "audit.jsonl").open("a") as audit:
-            audit.write('{"seq": 2, "torn')
+        block_file(tmp_path / "audit.jsonl")  # a folder where the file was: not even root writes
         response = requests.post(
             f"{service.url}/api/v1/decrypt", json={"data": ciphertext}, timeout=30,
             headers={"Authorization": f"Bearer {token('audit-ns', 'app')}"},
@@ -113,6 +111,32 @@ def test_an_unwritable_audit_file_follows_the_policy(
         assert "audited-secret" not in response.text
     else:
         assert response.text == "audited-secret"
+
+
+def test_a_torn_chain_is_kept_as_evidence_and_decrypts_go_on_in_a_linked_chain(
+    service_env: dict[str, str], tmp_path: Path, token: TokenFactory, ciphertext: str
+) -> None:
+    with _decryptor(service_env, tmp_path) as service:
+        assert _post(service, token("audit-ns", "app"), ciphertext) == 200
+        # A torn last line, as after a crash mid-write: never continued, never repaired.
+        with (tmp_path / "audit.jsonl").open("a") as audit:
+            audit.write('{"seq": 2, "torn')
+        torn = (tmp_path / "audit.jsonl").read_bytes()
+        assert _post(service, token("audit-ns", "app"), ciphertext) == 200
+        stdout = service.stdout.read_text()
+    assert (tmp_path / "audit.jsonl").read_bytes() == torn
+    successor = tmp_path / "audit.1.jsonl"
+    start, event = (json.loads(line) for line in successor.read_text().splitlines())
+    assert start["event"] == "chain_start"
+    assert start["previous"]["chain"] == "audit.jsonl"
+    assert "torn last line" in start["reason"]
+    assert event["outcome"] == "allowed"
+    assert "audit chain audit.jsonl cannot be continued" in stdout
+    key = ["--key-file", service_env["KAMUS_AUDIT_KEY_FILE"]]
+    assert _kamus_audit(service_env, "verify", str(successor), *key).returncode == 0
+    checked = _kamus_audit(service_env, "verify", str(tmp_path / "audit.jsonl"), *key)
+    assert checked.returncode == 9
+    assert "truncated" in checked.stdout
 
 
 def _readyz_settles(service: Service, status: int) -> None:
@@ -204,12 +228,18 @@ def test_per_worker_chains_with_signed_checkpoints_verify_with_the_public_key_an
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.count(": OK: ") == len(files)
 
-    # Cut the end of one chain: the witnessed checkpoints on stdout show it.
+    # Cut the end of one chain: the records on stdout show it.
     victim = files[0]
     victim.write_text("".join(victim.read_text().splitlines(keepends=True)[:2]))
     cut = _kamus_audit(service_env, *argv)
     assert cut.returncode == 9
-    assert "missing at the end (a witnessed checkpoint" in cut.stdout
+    assert "missing at the end (the witnesses saw seq" in cut.stdout
+    # Delete the other chain too: the logs name it.
+    for path in files:
+        path.unlink()
+    gone = _kamus_audit(service_env, *argv)
+    assert gone.returncode == 9
+    assert gone.stdout.count("is not among the files") == len(files)
 
 
 def _auditsigning(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
