@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import heapq
 import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -148,15 +150,30 @@ def _records(path: Path) -> Iterator[Record]:
         raise InputError(f"{path}: {exc}; run `{PROGRAM} verify {path}`") from exc
 
 
-def _events(paths: Sequence[Path]) -> Iterable[Record]:
-    """The audit events of every chain, in time order (events without a time last); one chain is
-    read as it streams, as it is already in order."""
+def _events(paths: Sequence[Path]) -> Iterator[Record]:
+    """The audit events of every chain, merged in time order as they are read.
+
+    A chain is in time order already (records are appended as they happen), so the merge holds
+    one record per chain, never a whole chain. A record is placed by the latest time its chain
+    has shown so far: one without a readable time, or with a time before an earlier record's (a
+    clock stepped back), stays where it is in its chain, right after the record before it, and
+    the merge of every other record stays in order (docs/AUDIT.md, "Querying and reporting").
+    """
     chains = _chains(paths)
     if len(chains) == 1:
         return _records(chains[0])
-    merged = [record for chain in chains for record in _records(chain)]
-    latest = datetime.max.replace(tzinfo=UTC)
-    return sorted(merged, key=lambda record: event_time(record) or latest)
+    merged = heapq.merge(*(_placed(_records(chain)) for chain in chains), key=itemgetter(0))
+    return (record for _, record in merged)
+
+
+def _placed(records: Iterator[Record]) -> Iterator[tuple[datetime, Record]]:
+    """Each record with the latest time of its chain up to it (the earliest time before any)."""
+    latest = datetime.min.replace(tzinfo=UTC)
+    for record in records:
+        when = event_time(record)
+        if when is not None and when > latest:
+            latest = when
+        yield latest, record
 
 
 def _in_period(args: argparse.Namespace) -> Callable[[Record], bool]:

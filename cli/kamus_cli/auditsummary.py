@@ -22,6 +22,7 @@ _WIDTHS = tuple(
 )
 MAX_BUCKETS = 60
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY = timedelta(days=1)
 
 
 def items(record: Record) -> list[dict[str, Any]]:
@@ -53,6 +54,83 @@ def event_time(record: Record) -> datetime | None:
         return None
 
 
+def _column_width(span: timedelta) -> timedelta | None:
+    """The narrowest timeline column that shows ``span`` in at most MAX_BUCKETS columns."""
+    return next((width for width in _WIDTHS if span / width < MAX_BUCKETS), None)
+
+
+@dataclass
+class OpenedOverTime:
+    """Ciphertexts opened per namespace over time, counted per time step rather than kept one by
+    one: memory grows with the namespaces and the span of time, never with the records.
+
+    The step is the column width the span seen so far needs, a day at most. Every column width
+    is a whole number of steps and every column starts on a step (both count from the Unix
+    epoch), so a step never straddles two columns of the final timeline and the counts are
+    exact; as the span grows, steps are merged into wider ones. A namespace thus holds at most
+    MAX_BUCKETS + 1 steps while columns of a day or less do (spans below 60 days), then one per
+    day with records. Beyond 60 columns of 30 days the columns are equal parts of the span, the
+    first starting at the first record's day.
+    """
+
+    start: datetime | None = None
+    end: datetime | None = None
+    step: timedelta = _WIDTHS[0]
+    # (steps since the epoch, namespace) -> ciphertexts opened.
+    counts: Counter[tuple[int, str]] = field(default_factory=Counter)
+    namespaces: Counter[str] = field(default_factory=Counter)
+
+    def add(self, when: datetime, namespaces: Iterable[str]) -> None:
+        """Count ciphertexts opened at ``when``, one per namespace named (repeats count again)."""
+        if self.start is None or self.end is None:
+            self.start = self.end = when
+        elif when > self.end:
+            self.end = when
+        elif when < self.start:
+            self.start = when
+        if self.step < _DAY and self.end - self.start >= self.step * MAX_BUCKETS:
+            self._widen(min(_column_width(self.end - self.start) or _DAY, _DAY))
+        index = (when - _EPOCH) // self.step
+        for namespace in namespaces:
+            self.counts[index, namespace] += 1
+            self.namespaces[namespace] += 1
+
+    def _widen(self, step: timedelta) -> None:
+        steps = step // self.step
+        merged: Counter[tuple[int, str]] = Counter()
+        for (index, namespace), count in self.counts.items():
+            merged[index // steps, namespace] += count
+        self.counts, self.step = merged, step
+
+    def timeline(self, top: int) -> tuple[list[datetime], dict[str, list[int]]]:
+        """The bucket starts, and one count per bucket for each of the ``top`` busiest
+        namespaces, then ``other``."""
+        if self.start is None or self.end is None:
+            return [], {}
+        first = _EPOCH + self.step * min(index for index, _ in self.counts)
+        width = _column_width(self.end - self.start)
+        if width is None:
+            # Over years (or a damaged time far off): MAX_BUCKETS equal columns, not calendar ones.
+            width = (self.end - self.start) / (MAX_BUCKETS - 1)
+            origin = first
+        else:
+            try:  # columns start at round times: whole hours, days, ...
+                origin = self.start - (self.start - _EPOCH) % width
+            except OverflowError:
+                origin = first
+        columns = {
+            (index, namespace): (_EPOCH + self.step * index - origin) // width
+            for index, namespace in self.counts
+        }
+        count = max(columns.values()) + 1
+        busiest = [name for name, _ in self.namespaces.most_common(top)]
+        series: dict[str, list[int]] = {name: [0] * count for name in busiest}
+        for (index, namespace), opened in self.counts.items():
+            name = namespace if namespace in series else "other"
+            series.setdefault(name, [0] * count)[columns[index, namespace]] += opened
+        return [origin + width * index for index in range(count)], series
+
+
 @dataclass
 class Summary:
     """Counts of the events of a period."""
@@ -63,7 +141,7 @@ class Summary:
     # Ciphertexts opened (items of allowed events) per scope, per key, and when per namespace.
     decrypted: Counter[str] = field(default_factory=Counter)
     keys: Counter[str] = field(default_factory=Counter)
-    opened: list[tuple[datetime, str]] = field(default_factory=list)
+    opened: OpenedOverTime = field(default_factory=OpenedOverTime)
     denials: Counter[str] = field(default_factory=Counter)
     callers: Counter[str] = field(default_factory=Counter)
     denied_callers: Counter[str] = field(default_factory=Counter)
@@ -84,11 +162,12 @@ class Summary:
         self.callers[who] += 1
         when = event_time(record)
         if outcome == "allowed":
-            for item in items(record):
+            opened = items(record)
+            for item in opened:
                 self.decrypted[scope(item)] += 1
                 self.keys[f"{item.get('provider', '?')}:{item.get('key_id', '?')}"] += 1
-                if when is not None:
-                    self.opened.append((when, str(item.get("namespace", "?"))))
+            if when is not None and opened:
+                self.opened.add(when, [str(item.get("namespace", "?")) for item in opened])
         elif outcome == "denied":
             self.denials[str(record.get("reason", "?"))] += 1
             self.denied_callers[who] += 1
@@ -101,27 +180,7 @@ class Summary:
     def timeline(self, top: int = 7) -> tuple[list[datetime], dict[str, list[int]]]:
         """Ciphertexts opened per time bucket, per namespace (the ``top`` busiest, then
         ``other``): the bucket starts and one count per bucket for each namespace."""
-        if not self.opened:
-            return [], {}
-        start = min(when for when, _ in self.opened)
-        end = max(when for when, _ in self.opened)
-        width = next((w for w in _WIDTHS if (end - start) / w < MAX_BUCKETS), None)
-        if width is None:
-            # Over years (or a damaged time far off): MAX_BUCKETS equal columns, not calendar ones.
-            width = (end - start) / (MAX_BUCKETS - 1)
-            origin = start
-        else:
-            try:  # columns start at round times: whole hours, days, ...
-                origin = start - (start - _EPOCH) % width
-            except OverflowError:
-                origin = start
-        count = int((end - origin) / width) + 1
-        busiest = [name for name, _ in Counter(ns for _, ns in self.opened).most_common(top)]
-        series: dict[str, list[int]] = {name: [0] * count for name in busiest}
-        for when, namespace in self.opened:
-            name = namespace if namespace in series else "other"
-            series.setdefault(name, [0] * count)[int((when - origin) / width)] += 1
-        return [origin + width * index for index in range(count)], series
+        return self.opened.timeline(top)
 
 
 def summarise(records: Iterable[Record]) -> Summary:
