@@ -257,7 +257,8 @@ def _print_counts(title: str, counts: Counter[str], limit: int | None = None) ->
     if not counts:
         print("  (none)")
         return
-    ranked = counts.most_common(limit)
+    # Names come from the records (request-chosen scopes, damaged values): escaped like `query`.
+    ranked = [(escape_unsafe(name), count) for name, count in counts.most_common(limit)]
     width = max(len(name) for name, _ in ranked)
     for name, count in ranked:
         print(f"  {name.ljust(width)}  {count}")
@@ -272,11 +273,11 @@ def _report(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode:
             args.html.write_text(page, encoding="utf-8")
         except OSError as exc:
             raise OutputError(f"cannot write {args.html}: {exc.strerror}") from exc
-        print(f"{PROGRAM}: wrote the report of {summary.events} events to {args.html}",
-              file=sys.stderr)  # fmt: skip
+        print(f"{PROGRAM}: wrote the report of {summary.events} events to"
+              f" {escape_unsafe(str(args.html))}", file=sys.stderr)  # fmt: skip
         return ExitCode.OK
-    print(f"Audit report of {', '.join(sources)}")
-    print(f"Period: {summary.first or '-'} .. {summary.last or '-'}")
+    print(f"Audit report of {escape_unsafe(', '.join(sources))}")
+    print(f"Period: {escape_unsafe(summary.first or '-')} .. {escape_unsafe(summary.last or '-')}")
     counts = ", ".join(f"{summary.outcomes[name]} {name}" for name in OUTCOMES)
     print(f"Events: {summary.events} ({counts})")
     _print_counts("Ciphertexts decrypted per scope (namespace/service account)", summary.decrypted)

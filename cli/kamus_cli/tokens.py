@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kamus_client.errors import InputError, ServerRefusedError, ServerUnavailableError
+from kamus_client.terminal import escape_unsafe
 
 if TYPE_CHECKING:
     from kubernetes.client.exceptions import ApiException
@@ -100,5 +101,7 @@ def _status_message(exc: ApiException) -> str:
 
 
 def _short(value: object) -> str:
+    # The API server's (or a kubeconfig's) text lands on a terminal: one line, kept short, with
+    # control and bidi characters escaped like every server text kamus-cli prints.
     text = " ".join(str(value).split())
-    return text[:_MAX_MESSAGE]
+    return escape_unsafe(text[:_MAX_MESSAGE])

@@ -23,6 +23,7 @@ from kamus_client.errors import (
     UnexpectedResponseError,
 )
 from kamus_client.pinning import pin_check, tls_context
+from kamus_client.terminal import escape_unsafe
 
 TYPE_CHECKING = False  # not typing's: see kamus_client.transport
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ class KamusClient:
             text = response.body.decode("ascii").strip()
         except UnicodeDecodeError as exc:
             raise UnexpectedResponseError("the encryptor's sealing key is not ASCII") from exc
-        if not text.startswith("kamus-sealing-key:") or "\n" in text:
+        if not text.startswith("kamus-sealing-key:") or not text.isprintable():
             raise UnexpectedResponseError(
                 "the answer is not a Kamus sealing key (is the URL the encryptor's?)"
             )
@@ -206,7 +207,8 @@ def _ciphertext_of(response: transport.Response, service: str) -> str:
         ciphertext = response.body.decode("ascii").strip()
     except UnicodeDecodeError as exc:
         raise UnexpectedResponseError(f"the {service} returned a non-ASCII ciphertext") from exc
-    if not ciphertext.startswith(CIPHERTEXT_PREFIX) or "\n" in ciphertext:
+    # Printable ASCII only: it is printed, and no control character belongs in a ciphertext.
+    if not ciphertext.startswith(CIPHERTEXT_PREFIX) or not ciphertext.isprintable():
         raise UnexpectedResponseError(
             f"the {service}'s answer is not a Kamus ciphertext (is the URL the {service}'s?)"
         )
@@ -245,14 +247,14 @@ def _error_body(response: transport.Response) -> tuple[str | None, str]:
         body = None
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         code = body.get("error")
-        return (_printable(code) if isinstance(code, str) else None), _printable(body["message"])
-    return None, response.reason or "no message"
+        return (_shown(code) if isinstance(code, str) else None), _shown(body["message"])
+    return None, response.reason or "no message"  # escaped by the transport
 
 
-def _printable(text: str) -> str:
-    # Server text lands on a terminal: drop control characters, keep it short.
-    cleaned = "".join(ch if ch.isprintable() else " " for ch in text).strip()
-    return cleaned[:_MAX_SERVER_MESSAGE]
+def _shown(text: str) -> str:
+    # Server text lands on a terminal: kept short, with control, bidi and line-separator
+    # characters escaped (as kamus-audit escapes audit records).
+    return escape_unsafe(text.strip()[:_MAX_SERVER_MESSAGE])
 
 
 def _retry_after(response: transport.Response) -> float | None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from kamus_client.errors import ClientError
 from kamus_client.exitcodes import ExitCode, exit_code_for
+from kamus_client.terminal import escape_unsafe
 
 
 def run_program(program: str, call: Callable[[], int]) -> int:
@@ -24,7 +25,9 @@ def run_program(program: str, call: Callable[[], int]) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except ClientError as exc:
-        print(f"{program}: error: {exc}", file=sys.stderr)
+        # Messages quote servers, file names and records: escaped here once more, so nothing
+        # missed where the text came in reaches the terminal raw (escaping twice changes nothing).
+        print(f"{program}: error: {escape_unsafe(str(exc))}", file=sys.stderr)
         return exit_code_for(exc)
     except Exception as exc:
         # The message of an unknown error might quote input, a secret or file content: show only

@@ -31,6 +31,7 @@ from kamus_client.errors import (
     TLSError,
     UnexpectedResponseError,
 )
+from kamus_client.terminal import escape_unsafe
 
 # typing, NamedTuple and dataclasses are left out of the modules kamus-init loads: together they
 # cost more at every pod start than kamus-init's own code (docs/PERFORMANCE.md, "Pod start").
@@ -45,6 +46,7 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 32 * 1024 * 1024
 _READ_SIZE = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
+_MAX_REASON = 200
 
 
 class Origin:
@@ -99,7 +101,8 @@ class Proxy:
 
 
 class Response:
-    """A complete answer; header names are lower-case, repeated ones joined with ``", "``."""
+    """A complete answer; header names are lower-case, repeated ones joined with ``", "``. The
+    reason phrase is only ever shown to a person: it comes escaped for a terminal."""
 
     __slots__ = ("body", "headers", "reason", "status")
 
@@ -343,7 +346,8 @@ def _parse_head(head: bytes, origin: Origin) -> tuple[int, str, dict[str, str]]:
             raise UnexpectedResponseError(f"{origin} sent a malformed header line")
         key = name.lower()
         headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
-    return int(code), reason.strip(), headers
+    # The reason phrase ends up in error messages: escaped like every server text on a terminal.
+    return int(code), escape_unsafe(reason.strip()[:_MAX_REASON]), headers
 
 
 def _content_length(value: str, origin: Origin) -> int:

@@ -16,6 +16,7 @@ the API does not answer, logs it, counts it and tries again with the next checkp
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ log = logging.getLogger("kamus.audit")
 
 RETRY_SECONDS = 5.0
 _TIMEOUT_SECONDS = 10.0
+_EXIT_FLUSH_SECONDS = 3.0  # within gunicorn's graceful timeout
 
 
 class ClusterWitness:
@@ -56,6 +58,9 @@ class ClusterWitness:
             if self._pid != os.getpid():  # a thread does not survive gunicorn's fork
                 self._pid = os.getpid()
                 threading.Thread(target=self._run, name="audit-witness", daemon=True).start()
+                # After the writer's own exit hook (hooks run last first): the checkpoint a
+                # stopping worker signs reaches the cluster too, unless the API is down.
+                atexit.register(self.flush, _EXIT_FLUSH_SECONDS)
             self._wake.notify()
 
     def flush(self, timeout: float) -> bool:

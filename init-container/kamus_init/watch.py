@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 
 from kamus_client.errors import ClientError
+from kamus_client.terminal import escape_unsafe
 from kamus_init.settings import Settings
 from kamus_init.sources import read_ciphertexts
 
@@ -44,9 +45,10 @@ def watch(
         except ClientError as exc:
             if published is None and stop is None:
                 raise  # no files yet: fail like a plain kamus-init (the kubelet restarts it)
-            # The last published files stay in place; the next interval tries again.
-            print(f"{program}: error: {exc} (the last published files are kept)",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            # The last published files stay in place; the next interval tries again. Escaped as
+            # kamus_client.program prints errors: no control or bidi character on the terminal.
+            print(f"{program}: error: {escape_unsafe(str(exc))} (the last published files are"
+                  " kept)", file=sys.stderr, flush=True)  # fmt: skip
         if between is not None:
             between()
         if stopping.wait(settings.watch_interval):

@@ -58,6 +58,7 @@ def gunicorn(
     worker_class: str = "kamus_service.worker.BufferingWorker",
     reuse_port: bool = False,
     ready_path: str = "/healthz",
+    graceful_timeout: float = 2,
 ) -> Iterator[Service]:
     """Run `gunicorn app` on a free loopback port until the block ends.
 
@@ -70,7 +71,7 @@ def gunicorn(
     command = [
         sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONF, "--bind", f"127.0.0.1:{port}",
         "--workers", str(workers), "--threads", str(threads), "--worker-class", worker_class,
-        "--graceful-timeout", "2", app,
+        "--graceful-timeout", str(graceful_timeout), app,
     ]  # fmt: skip
     name = app.split(":", maxsplit=1)[0]
     env = {**env, "KAMUS_REUSE_PORT": "true" if reuse_port else "false"}
