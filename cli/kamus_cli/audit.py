@@ -1,7 +1,7 @@
-"""Entry point of ``kamus-audit``: verify, filter and summarise a decryptor audit file.
+"""Entry point of ``kamus-audit``: verify, filter and summarise a decryptor's audit chains.
 
-``verify`` needs the audit key (the decryptor's ``KAMUS_AUDIT_KEY``); ``query`` and ``report`` only
-read the file and trust it, so run ``verify`` first. Nothing here ever prints the key.
+``verify`` and ``reconcile`` live in kamus_cli.auditverification; ``query`` and ``report`` only
+read the files and trust them, so run ``verify`` first. Nothing here ever prints the key.
 """
 
 from __future__ import annotations

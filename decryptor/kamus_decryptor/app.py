@@ -12,7 +12,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from prometheus_client import CollectorRegistry, Counter
 
 from kamus_decryptor.audit import AuditEvent, AuditTrail, print_witnessed, witness_fields
-from kamus_decryptor.auditfile import AuditDirectory, AuditFile, Witness
+from kamus_decryptor.auditfile import AuditDirectory, AuditFile, WitnessCallback
 from kamus_decryptor.auditheads import ClusterWitness
 from kamus_decryptor.jwks import OfflineTokenCheck, PrecheckedTokenReviewer
 from kamus_decryptor.openapi import OPENAPI
@@ -381,7 +381,7 @@ def _open_signing_key(
         ) from exc
 
 
-def _witness(settings: Settings, registry: CollectorRegistry) -> Witness:
+def _witness(settings: Settings, registry: CollectorRegistry) -> WitnessCallback:
     """Where the records the audit writer adds by itself go: stdout, and each checkpoint to the
     cluster witness too when one is configured."""
     if settings.audit_witness_configmap is None:

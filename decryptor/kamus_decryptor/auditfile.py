@@ -50,7 +50,7 @@ from kamus_kms.auditwitness import CHAIN_START_EVENT, CHECKPOINT_EVENT
 from kamus_kms.errors import AuditWriteError
 
 # Receives every record the writer adds by itself (checkpoints, chain starts) with its chain.
-Witness = Callable[[str, dict[str, Any]], None]
+WitnessCallback = Callable[[str, dict[str, Any]], None]
 
 log = logging.getLogger("kamus.audit")
 
@@ -131,7 +131,7 @@ class AuditFile:
         signer: Ed25519PrivateKey | None = None,
         checkpoint_records: int = 100,
         checkpoint_seconds: float = 60.0,
-        witness: Witness | None = None,
+        witness: WitnessCallback | None = None,
         origin: str = "kamus-decryptor",
         shared: bool = True,
     ) -> None:

@@ -4,16 +4,13 @@ The HMAC chain of kamus_kms.auditchain needs the audit key to verify, and whoeve
 can rewrite the file. Each record therefore also carries ``hash``: the SHA-256 of the previous
 record's ``hash`` (64 zeros before the first) and of the record's canonical JSON without ``mac``
 and ``hash``. Anyone can recompute it; nobody without the signing key can make it match a
-**checkpoint**: a record the writer appends every N records or T seconds, holding the Ed25519
-signature of ``{"chain", "seq", "hash", "time", "key"}``, where ``seq`` and ``hash`` are those of
-the record before it, ``chain`` the file's name and ``key`` the signing key's id. The decryptor
-prints each checkpoint on stdout too, so the cluster's log pipeline keeps a witness the file's
-owner cannot rewrite.
+**checkpoint**: a record the writer appends when a chain begins, every N records or T seconds and
+when it stops, holding the Ed25519 signature of every field of the checkpoint but ``sig``: the
+log's ``origin``, the ``chain`` (the file's name), its size ``seq`` (the record right before the
+checkpoint), that record's ``hash``, the ``time`` and the signing ``key``'s id. How a chain is
+verified against them, and against the witnesses: kamus_kms.auditverify.
 
-``verify_public`` checks a chain with the public key only: every hash, every signature, the
-checkpoints against the recomputed chain, and against witnessed checkpoints (records removed from
-the end since a witnessed checkpoint); the records after the last checkpoint are reported as not
-yet covered.
+This module also holds the signing key's forms (base64 of the seed, or sealed by the provider).
 """
 
 from __future__ import annotations
