@@ -272,12 +272,26 @@ class AuditFile:
             stream.seek(head.end)
             while head.end < size:
                 raw = stream.readline(size - head.end)
-                problem = self._problem(raw, head)
+                problem = self._problem(raw, head) or self._unsigned_problem(raw, head)
                 if problem is not None:
                     what = "it does not verify" if first else "a record another process added"
                     raise _ChainBroken(f"{what}: after seq {head.seq}, {problem}", head)
                 self._advance(head, raw, json.loads(raw))
         return head
+
+    def _unsigned_problem(self, raw: bytes, head: _Head) -> str | None:
+        """With a signing key, what no writer of ours leaves: a chain that does not begin signed
+        (after its chain start, if any), or more unsigned records than the interval allows."""
+        if self._signer is None:
+            return None
+        event = json.loads(raw).get("event")
+        if event == CHECKPOINT_EVENT or (head.seq == 0 and event == CHAIN_START_EVENT):
+            return None
+        if head.signed_seq == 0:
+            return "a chain that does not begin signed"
+        if head.seq - head.signed_seq >= self._checkpoint_records:
+            return "more unsigned records than a writer leaves"
+        return None
 
     def _problem(self, raw: bytes, head: _Head) -> str | None:
         """What is wrong with ``raw`` as the record after ``head``, if anything."""

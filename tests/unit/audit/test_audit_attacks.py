@@ -17,6 +17,7 @@ import pytest
 from audit_deployment import Deployment, records, rewrite
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from kamus_decryptor.auditfile import AuditFile
 from kamus_kms.auditchain import json_line
 from kamus_kms.auditsign import record_hash
 
@@ -224,3 +225,46 @@ def test_what_no_hash_covers_is_still_checked_without_the_key_or_a_witness(
 
     (problem,) = deployment.problems(logs=False, cluster=False)
     assert expected in problem
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-file", "per-process"])
+def test_a_chain_forged_with_the_hmac_key_is_never_countersigned(
+    tmp_path: Path, key: bytes, sample_event: SampleEvent, shared: bool
+) -> None:
+    # The insider plants a chain of their own (every MAC and hash right, no checkpoint they could
+    # sign) where the writer will take it up: as a successor of its file.
+    signer = Ed25519PrivateKey.generate()
+    path = tmp_path / "audit.jsonl"
+    forged_path = tmp_path / "audit.1.jsonl"
+    rewrite(forged_path, [{**sample_event(n), "request_id": "forged"} for n in (1, 2)], key)
+    forged = forged_path.read_bytes()
+
+    writer = AuditFile(path, key, fsync=False, signer=signer, checkpoint_records=3, shared=shared)
+    placed = writer.append(sample_event(3))
+
+    assert forged_path.read_bytes() == forged  # not continued, nothing signed after it
+    assert placed.chain == "audit.2.jsonl"
+    start = records(tmp_path / "audit.2.jsonl")[0]
+    assert start["previous"]["chain"] == "audit.1.jsonl"
+    assert "does not begin signed" in start["reason"]
+
+
+def test_a_shared_chain_with_more_unsigned_records_than_the_interval_is_not_continued(
+    tmp_path: Path, key: bytes, sample_event: SampleEvent
+) -> None:
+    signer = Ed25519PrivateKey.generate()
+    path = tmp_path / "audit.jsonl"
+    first = AuditFile(path, key, fsync=False, signer=signer, checkpoint_records=3)
+    first.append(sample_event(1))  # checkpoint(0), event
+    chain = records(path)
+    # Records appended by the key holder, in the writers' names: four unsigned in a row.
+    rewrite(path, [*chain, *({**sample_event(n), "request_id": "x"} for n in range(2, 6))], key)
+
+    placed = AuditFile(path, key, fsync=False, signer=signer, checkpoint_records=3).append(
+        sample_event(9)
+    )
+    assert placed.chain == "audit.1.jsonl"
+    assert (
+        "more unsigned records than a writer leaves"
+        in records(tmp_path / "audit.1.jsonl")[0]["reason"]
+    )
