@@ -16,7 +16,8 @@ pipeline, nor the Kubernetes API. Against them, a chain verifies only if:
 - what the witnesses saw is there: every (chain, seq, mac) the decryptor printed, every witnessed
   checkpoint's hash, every chain they name (a replica's folder deleted whole), with no (chain, seq)
   printed twice with different MACs (a chain cut and written again); with stdout logs, every
-  record after a chain's last checkpoint must be in them too;
+  record after a chain's last checkpoint, and every record between two the logs saw, must be in
+  them too;
 - a chain started because its predecessor did not verify (``chain_start`` naming ``previous``)
   finds that predecessor with at least the records and the hash it names.
 """
@@ -273,13 +274,23 @@ class _ChainCheck:
                     " removed)"
                 )
         if self.logged:
+            # Logs may begin after a chain did (retention), never leave a hole in what they saw:
+            # a record missing between two they saw was not printed by the decryptor.
+            seen = [seq for seq in self.seen if seq <= report.records]
+            holes = [seq for seq in range(min(seen, default=1), max(seen, default=0))
+                     if seq not in self.seen]  # fmt: skip
+            if holes:
+                return self.fail(
+                    f"unvouched: {_span(holes)}: not in the witness logs, which saw the records"
+                    " around it (forged, or the log pipeline lost lines)"
+                )
             unvouched = [
                 seq for seq in range(report.signed_seq + 1, report.records + 1)
                 if seq not in self.seen
             ]  # fmt: skip
             if unvouched:
                 return self.fail(
-                    f"unvouched: {_span(unvouched)} after the last checkpoint are neither signed"
+                    f"unvouched: {_span(unvouched)}: after the last checkpoint, neither signed"
                     " nor in the witness logs (forged, or the logs given end before the files)"
                 )
         return report

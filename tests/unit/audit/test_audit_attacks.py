@@ -17,6 +17,7 @@ import pytest
 from audit_deployment import Deployment, records, rewrite
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from kamus_decryptor.audit import place_of
 from kamus_decryptor.auditfile import AuditFile
 from kamus_kms.auditchain import json_line
 from kamus_kms.auditsign import record_hash
@@ -268,3 +269,28 @@ def test_a_shared_chain_with_more_unsigned_records_than_the_interval_is_not_cont
         "more unsigned records than a writer leaves"
         in records(tmp_path / "audit.1.jsonl")[0]["reason"]
     )
+
+
+def test_records_a_key_holder_slips_into_a_shared_file_are_not_in_the_logs(
+    tmp_path: Path, key: bytes, sample_event: SampleEvent
+) -> None:
+    # The shared file's one gap: another process takes the forged records (their MACs are right)
+    # and signs them. The logs, which saw the records around them, did not see them.
+    folder = tmp_path / "audit"
+    folder.mkdir()
+    deployment = Deployment(folder, key, Ed25519PrivateKey.generate(), sample_event, records=5)
+    deployment.decrypt(1, 2)
+    path = chain_of(deployment, 1)
+    rewrite(path, [*records(path), {**sample_event(50), "request_id": "forged"}], key)
+    other = AuditFile(path, key, fsync=False, signer=deployment.signer, checkpoint_records=5,
+                      witness=deployment._witnessed, origin="kamus/kamus-decryptor")  # fmt: skip
+    done = other.append(sample_event(51))
+    deployment.logs.append(json.dumps({"event": "audit", **place_of(done)}))
+    for _ in range(3):
+        done = other.append(sample_event(52))
+        deployment.logs.append(json.dumps({"event": "audit", **place_of(done)}))
+    assert done.chain == path.name  # taken up, and signed: the gap
+    assert any(r.get("event") == "checkpoint" and r["seq"] > 4 for r in records(path))
+
+    (problem,) = deployment.problems(cluster=False)
+    assert problem.startswith("unvouched: seq 4: not in the witness logs")
