@@ -22,7 +22,8 @@ from kube_apiserver import KubeAPIServer
 pytestmark = pytest.mark.integration
 
 CHART = Path(__file__).parents[2] / "charts" / "kamus"
-NAMESPACE = "kamus"
+# Its own namespace: the API server is shared by the session (tests/conftest.py).
+NAMESPACE = "kamus-witness"
 HEADS = "kamus-decryptor-audit-heads"
 VALUES = {
     "auditKey": {"existingSecret": {"name": "kamus-audit"}},
@@ -66,13 +67,13 @@ def test_the_decryptor_keeps_its_heads_in_the_cluster_and_verify_finds_what_the_
     server = kube_apiserver
     witness, audit_env = _chart_objects()
     assert sorted(d["kind"] for d in witness) == ["ConfigMap", "Role", "RoleBinding"]
-    assert audit_env == {"KAMUS_AUDIT_ORIGIN": "kamus/kamus-decryptor",
+    assert audit_env == {"KAMUS_AUDIT_ORIGIN": f"{NAMESPACE}/kamus-decryptor",
                          "KAMUS_AUDIT_WITNESS_CONFIGMAP": f"{NAMESPACE}/{HEADS}"}  # fmt: skip
     server.create_service_account(NAMESPACE, "kamus-decryptor")
     server.grant_tokenreview(NAMESPACE, "kamus-decryptor")
     for document in witness:
         server.apply({**document, "metadata": {**document["metadata"], "namespace": NAMESPACE}})
-    server.create_service_account("team-a", "app")
+    server.create_service_account("witness-app", "app")
     decryptor_kubeconfig = tmp_path / "decryptor.kubeconfig"
     server.write_kubeconfig(
         decryptor_kubeconfig,
@@ -91,9 +92,9 @@ def test_the_decryptor_keeps_its_heads_in_the_cluster_and_verify_finds_what_the_
            "KAMUS_AUDIT_DIR": str(chains), "KAMUS_AUDIT_CHECKPOINT_RECORDS": "3",
            "KAMUS_AUDIT_SIGNING_KEY_FILE": str(keys / "signing.key")}  # fmt: skip
     response = requests.post(f"{encryptor.url}/api/v1/encrypt", timeout=10, json={
-        "data": "witnessed", "namespace": "team-a", "service-account": "app"})  # fmt: skip
+        "data": "witnessed", "namespace": "witness-app", "service-account": "app"})  # fmt: skip
     ciphertext = response.text
-    token = server.mint("team-a", "app")
+    token = server.mint("witness-app", "app")
 
     # As in the image (20 s), time for a stopping worker to sign its chain and publish that.
     logs = tmp_path / "logs"
