@@ -27,7 +27,7 @@ from kamus_kms.errors import ConfigurationError
 
 _HEAD = re.compile(r"(?:([^:\s]+):)?(\d+):([0-9a-fA-F]{64})")
 # One sample of the decryptor's attempts counter in a Prometheus text scrape.
-_SAMPLE = re.compile(r"^kamus_decrypt_total\{([^}]*)\}\s+([0-9.eE+]+)", re.MULTILINE)
+_SAMPLE = re.compile(r"^kamus_decrypt_total\{([^}]*)\}\s+(\S+)", re.MULTILINE)
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 Head = tuple[str | None, int, str]
@@ -290,8 +290,18 @@ def _scraped(scrapes: Sequence[Path]) -> Counter[tuple[str, str]]:
             raise InputError(f"cannot read the metrics scrape {scrape}: {exc.strerror}") from exc
         for labels, value in _SAMPLE.findall(text):
             named = dict(_LABEL.findall(labels))
-            counted[named.get("action", "?"), named.get("reason", "?")] += int(float(value))
+            counted[named.get("action", "?"), named.get("reason", "?")] += _count(value, scrape)
     return counted
+
+
+def _count(value: str, scrape: Path) -> int:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not (0 <= number < 2**63) or number != int(number):
+        raise InputError(f"{scrape}: a kamus_decrypt_total sample is not a count: {_safe(value)}")
+    return int(number)
 
 
 def run_reconcile(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode:

@@ -17,9 +17,9 @@ this process last trusted and why; the next checkpoint signs that link.
 With a signing key every new chain is signed before its first record (a checkpoint of 0 records),
 then every N records or T seconds and when the process exits; each checkpoint and chain start goes
 to a witness too (the decryptor prints them on stdout), as every audit event does with its chain,
-seq and MAC. ``AuditDirectory`` gives every worker process a chain file of its own
-(``<pod>-<pid>.jsonl``), so replicas on several nodes share no file; a file shared by several
-processes (KAMUS_AUDIT_FILE) takes the other processes' records after checking their MACs.
+seq and MAC. ``AuditDirectory`` gives every worker process start a chain file of its own
+(``<pod>-<pid>-<start>.jsonl``), so replicas on several nodes share no file; a file shared by
+several processes (KAMUS_AUDIT_FILE) takes the other processes' records after checking their MACs.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ from kamus_kms.errors import AuditWriteError
 WitnessCallback = Callable[[str, dict[str, Any]], None]
 
 log = logging.getLogger("kamus.audit")
+
+_NAMES = 1000  # names a new per-process chain passes over before the writer gives up
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +103,12 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def _utc() -> datetime:
+    return datetime.now(UTC)
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return _utc().isoformat(timespec="milliseconds")
 
 
 def successor(path: Path) -> Path:
@@ -146,7 +152,7 @@ class AuditFile:
         self._origin = origin
         self._shared = shared
         self.path = path
-        while successor(self.path).exists():  # a chain replaced before a restart: its last one
+        while shared and successor(self.path).exists():  # replaced before a restart: the last
             self.path = successor(self.path)
         self._head: _Head | None = None
         self._link: dict[str, Any] | None = None  # what the next chain start names
@@ -173,34 +179,43 @@ class AuditFile:
             self._start_timer()
         return placed
 
-    def checkpoint(self) -> Placed | None:
-        """Sign the chain's head now, if records were written since its last checkpoint."""
+    def checkpoint(self, *, replace: bool = True) -> Placed | None:
+        """Sign the chain's head now, if records were written since its last checkpoint.
+
+        ``replace=False`` (a process stopping): a chain that cannot be continued is left for
+        the next start to replace, and AuditWriteError raised.
+        """
         if self._signer is None:
             return None
         with self._lock:
             if self._head is not None and self._head.seq == self._head.signed_seq:
                 return None
-            with self._locked() as (fd, head):
+            with self._locked(replace=replace) as (fd, head):
                 return self._checkpoint(fd, head) if head.seq > head.signed_seq else None
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[tuple[int, _Head]]:
+    def _locked(self, *, replace: bool = True) -> Iterator[tuple[int, _Head]]:
         """The chain file, locked, with this process's head brought to its end.
 
         Called with the thread lock held. A chain that cannot be continued is left as it is and
-        the next one started.
+        the next one started (unless not ``replace``).
         """
         for _ in range(16):  # each turn moves to a new file; 16 broken chains in a row is absurd
-            fd = self._open()
+            fd = -1
             try:
+                fd = self._open()
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 head = self._catch_up(fd)
             except _ChainBroken as broken:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
+                if not replace:
+                    raise AuditWriteError(f"audit chain {self.path.name}: not continued") from None
                 self._replace(broken)
                 continue
             except BaseException:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
                 raise
             try:
                 yield fd, head
@@ -216,53 +231,48 @@ class AuditFile:
             "audit chain %s cannot be continued (%s); its records stay as they are and this "
             "process continues in %s", old.name, broken.reason, self.path.name,
         )  # fmt: skip
-        self._link = {"previous": broken.head.link(old.name), "reason": broken.reason}
+        if self._head is not None or self._link is None:
+            self._link = {"previous": broken.head.link(old.name), "reason": broken.reason}
+        # else: this process never took `old` up (a successor someone else had filled): the link
+        # still names the chain it left, with the head it held there.
         self._head, self._broken = None, None
 
     def _catch_up(self, fd: int) -> _Head:
         size = os.fstat(fd).st_size
         head = self._head
         if head is None:
-            if size == 0:
-                return self._start(fd)
-            head = self._scan(fd, _Head(), size, first=True)
-            if not self._shared and self._signer is not None and head.signed_seq != head.seq:
-                # Another process wrote them and died before signing: not ours to vouch for.
-                raise _ChainBroken(
-                    f"seq {head.signed_seq + 1}..{head.seq} at its end were never signed by the "
-                    "process that wrote them", head,
-                )  # fmt: skip
-            self._head = head
-            return head
-        if self._broken is not None:
+            head = self._scan(fd, _Head(), size, first=True) if size else _Head()
+            if head.seq and self._signer is not None and not head.signed_seq:
+                raise _ChainBroken("a chain that does not begin signed", head)
+        elif self._broken is not None:
             raise _ChainBroken(self._broken, head)
-        if self._shared and successor(self.path).exists():
+        elif self._shared and successor(self.path).exists():
             raise _ChainBroken("another process replaced it", head)
-        if size == head.end:
-            return head
-        if size < head.end:
+        elif size < head.end:
             raise _ChainBroken(
                 f"the file is {head.end - size} bytes shorter than this process left it", head
             )
-        if not self._shared:
+        elif size > head.end and not self._shared:
             raise _ChainBroken(
                 f"{size - head.end} bytes follow the last record this process wrote (another "
                 "writer, or a write of its own cut short)", head,
             )  # fmt: skip
-        self._head = self._scan(fd, head, size, first=False)
-        return self._head
+        elif size > head.end:
+            head = self._scan(fd, head, size, first=False)
+        self._head = head
+        if head.seq == 0 or (self._signer is not None and not head.signed_seq):
+            self._start(fd, head)  # again after a failed write, until the chain begins signed
+        return head
 
-    def _start(self, fd: int) -> _Head:
-        """Begin an empty chain: the link to the chain it replaces, then a signature."""
-        head = self._head = _Head()
-        if self._link is not None:
+    def _start(self, fd: int, head: _Head) -> None:
+        """Begin a new chain: the link to the chain it replaces, then a signature."""
+        if head.seq == 0 and self._link is not None:
             start = {"event": CHAIN_START_EVENT, "time": _now(), "origin": self._origin,
                      **self._link}  # fmt: skip
             self._report(self._write(fd, head, start))
             self._link = None
         if self._signer is not None:
             self._checkpoint(fd, head)
-        return head
 
     def _scan(self, fd: int, known: _Head, size: int, *, first: bool) -> _Head:
         """Check the records between ``known.end`` and ``size`` and return the head after them."""
@@ -303,9 +313,16 @@ class AuditFile:
             return "a line that is not JSON"
         if not isinstance(record, dict):
             return "a line that is not a record"
-        seq, prev, mac = record.get("seq"), record.get("prev"), record.get("mac")
+        seq, prev = record.get("seq"), record.get("prev")
         if seq != head.seq + 1 or isinstance(seq, bool) or not isinstance(prev, str):
             return "a record out of sequence"
+        try:
+            return self._record_problem(raw, record, head)
+        except (ValueError, RecursionError):  # NaN, a lone surrogate, deep nesting
+            return "a line no writer wrote"
+
+    def _record_problem(self, raw: bytes, record: dict[str, Any], head: _Head) -> str | None:
+        mac, prev = record.get("mac"), record["prev"]
         if not (isinstance(mac, str) and hmac.compare_digest(mac, record_mac(self._chain, record))):
             return "a record whose MAC is wrong"
         if not hmac.compare_digest(prev, head.mac):
@@ -315,11 +332,13 @@ class AuditFile:
             pass  # written before the public chain existed (docs/AUDIT.md): HMAC only
         elif stored != record_hash(head.hash, record):
             return "a record whose public hash is wrong"
-        try:
-            if raw not in {(json_line(record) + "\n").encode(), canonical(record) + b"\n"}:
-                return "a rewritten line"
-        except ValueError:
-            return "a line no writer wrote"
+        # Records of the public chain were always written escaped (the raw canonical form is of
+        # lines older than both).
+        written = {(json_line(record) + "\n").encode()}
+        if stored is None:
+            written.add(canonical(record) + b"\n")
+        if raw not in written:
+            return "a rewritten line"
         if record.get("event") == CHECKPOINT_EVENT and self._public is not None:
             checkpoint = record.get("checkpoint")
             if not (
@@ -383,10 +402,27 @@ class AuditFile:
             self._witness(placed.chain, placed.record)
 
     def _open(self) -> int:
+        """The chain file, never through a symbolic link. A per-process chain is made by its
+        process alone: a name already taken is passed over, and a file gone is a broken chain,
+        not one to make again."""
+        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
-            return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if self._shared:
+                return os.open(self.path, flags | os.O_CREAT, 0o600)
+            if self._head is not None:
+                try:
+                    return os.open(self.path, flags)
+                except FileNotFoundError as exc:
+                    raise _ChainBroken("the file is gone", self._head) from exc
+            for _ in range(_NAMES):
+                try:
+                    return os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+                except FileExistsError:
+                    log.error("audit chain %s: the name is taken; not using it", self.path.name)
+                    self.path = successor(self.path)
         except OSError as exc:
             raise AuditWriteError(f"cannot open audit file {self.path}: {exc.strerror}") from exc
+        raise AuditWriteError(f"no free name for an audit chain beside {self.path}")
 
     def _start_timer(self) -> None:
         # Per process: a thread does not survive gunicorn's fork, and each worker has its chain.
@@ -397,13 +433,13 @@ class AuditFile:
         # Weak: neither the thread nor the exit hook keeps a writer alive that nothing uses.
         writer = weakref.ref(self)
 
-        def sign() -> bool:
+        def sign(*, replace: bool = True) -> bool:
             current = writer()
             if current is None:
                 return False
             # The next append reports the file's trouble, with its request.
             with contextlib.suppress(AuditWriteError):
-                current.checkpoint()
+                current.checkpoint(replace=replace)
             return True
 
         def tick() -> None:
@@ -413,18 +449,21 @@ class AuditFile:
                     return
 
         threading.Thread(target=tick, name="audit-checkpoints", daemon=True).start()
-        atexit.register(sign)  # a worker that stops leaves its records signed
+        atexit.register(sign, replace=False)  # a worker that stops leaves its records signed
 
 
 class AuditDirectory:
-    """A chain file per worker process in ``directory``: ``<pod>-<pid>.jsonl``.
+    """A chain file per worker process in ``directory``: ``<pod>-<pid>-<start>.jsonl``.
 
     Replicas on several nodes then share no file (a lock across nodes on a shared volume is not
     reliable), and ``kamus-audit verify`` checks the folder, one chain per file.
     """
 
-    def __init__(self, directory: Path, key: bytes, **options: Any) -> None:
+    def __init__(
+        self, directory: Path, key: bytes, *, clock: Callable[[], datetime] = _utc, **options: Any
+    ) -> None:
         self.directory = directory
+        self._clock = clock
         self._key = key
         self._options = options
         self._pod = "".join(ch if ch.isalnum() or ch in "-" else "-"
@@ -441,7 +480,10 @@ class AuditDirectory:
         with self._lock:
             if self._file is None or self._pid != os.getpid():
                 self._pid = os.getpid()
-                path = self.directory / f"{self._pod}-{self._pid}.jsonl"
+                # A name of its own for each process start: a restarted container keeps its
+                # pod name and likely its pids, and must not pass for the chain it replaces.
+                started = self._clock().strftime("%Y%m%dT%H%M%S")
+                path = self.directory / f"{self._pod}-{self._pid}-{started}.jsonl"
                 self._file = AuditFile(path, self._key, shared=False, **self._options)
             return self._file
 

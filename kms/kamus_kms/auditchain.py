@@ -150,12 +150,13 @@ def _parse(number: int, raw: bytes, chain: bytes) -> _Line:
         return _Line(number, problem="edited: the record has no valid seq, prev and mac")
     try:
         genuine = _same(record_mac(chain, record), mac)
-        # The escaped line, or the raw canonical bytes of lines written before escaping existed.
-        rewritten = raw not in {
-            (json_line(record) + "\n").encode("utf-8"),
-            canonical(record) + b"\n",
-        }
-    except ValueError:  # NaN or Infinity: never written by append
+        # The escaped line, or the raw canonical bytes of lines written before escaping existed
+        # (they have no public hash, which came later).
+        written = {(json_line(record) + "\n").encode("utf-8")}
+        if "hash" not in record:
+            written.add(canonical(record) + b"\n")
+        rewritten = raw not in written
+    except (ValueError, RecursionError):  # NaN, a lone surrogate, deep nesting: never written
         genuine, rewritten = False, True
     if not genuine:
         return _Line(

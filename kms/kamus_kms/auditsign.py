@@ -150,6 +150,6 @@ def checkpoint_valid(checkpoint: Mapping[str, Any], public: Ed25519PublicKey) ->
     try:
         signature = base64.b64decode(str(checkpoint["sig"]), validate=True)
         public.verify(signature, _statement(checkpoint))
-    except (KeyError, TypeError, ValueError, binascii.Error, InvalidSignature):
+    except (KeyError, TypeError, ValueError, RecursionError, binascii.Error, InvalidSignature):
         return False
     return bool(checkpoint["key"] == key_id(public))

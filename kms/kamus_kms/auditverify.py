@@ -9,10 +9,12 @@ pipeline, nor the Kubernetes API. Against them, a chain verifies only if:
 - every checkpoint record is signed by the key, names this chain, and covers **exactly** the
   record right before it (its ``seq`` and ``hash``): a checkpoint copied elsewhere, replayed after
   forged records or kept after a deletion no longer matches its place;
-- the chain has a checkpoint at all (the writer signs a new chain before its first record), all of
-  one origin, and the records after the last one stay within the writer's interval (at most
-  ``records`` of them, spanning at most ``seconds`` plus a margin): stripping checkpoints, or
-  cutting the chain back to an old checkpoint and writing on, shows;
+- the chain begins with a checkpoint (the writer signs a new chain before its first record, after
+  the link to the chain it replaces), all of one origin, and the records after the last one stay
+  within the writer's interval (at most ``records`` of them, spanning at most ``seconds`` plus a
+  margin): stripping checkpoints shows. What those last records are, only a witness can tell: a
+  chain cut back to an old checkpoint and written on for less than the interval passes without
+  one;
 - what the witnesses saw is there: every (chain, seq, mac) the decryptor printed, every witnessed
   checkpoint's hash, every chain they name (a replica's folder deleted whole), with no (chain, seq)
   printed twice with different MACs (a chain cut and written again); with stdout logs, every
@@ -33,7 +35,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from kamus_kms.auditchain import GENESIS, canonical, json_line
+from kamus_kms.auditchain import GENESIS, json_line
 from kamus_kms.auditsign import checkpoint_valid, record_hash
 from kamus_kms.auditwitness import CHAIN_START_EVENT, CHECKPOINT_EVENT, Witness
 
@@ -122,10 +124,9 @@ def _time(record: dict[str, Any]) -> datetime | None:
 
 
 def _canonical_line(raw: bytes, record: dict[str, Any]) -> bool:
-    try:
-        return raw in {(json_line(record) + "\n").encode("utf-8"), canonical(record) + b"\n"}
-    except ValueError:
-        return False
+    # Records of the public chain were always written escaped: the raw canonical form is only of
+    # lines older than both, which carry no hash.
+    return raw == (json_line(record) + "\n").encode("utf-8")
 
 
 def _span(seqs: Sequence[int]) -> str:
@@ -157,6 +158,7 @@ class _ChainCheck:
         self.tail_first: datetime | None = None
         self.tail_last: datetime | None = None
         self.key: str | None = None
+        self.linked = False  # the chain begins with a chain start
         self.mac: object = GENESIS  # the MAC of the record before: no key checks it, but it
         # is in the next record's hash (as prev), so an edit of it shows there
 
@@ -183,26 +185,33 @@ class _ChainCheck:
                     else f"deleted or reordered: seq {report.records + 1} expected, seq {seq} found"
                 )
                 return self.fail(f"{where}: {kind}")
-            if record.get("prev") != self.mac:
-                return self.fail(
-                    f"{where}: edited: seq {seq} does not name the MAC of the record before it"
-                )
-            if record_hash(previous, record) != stored:
-                return self.fail(
-                    f"{where}: edited: seq {seq} does not hash to its stored hash, or does not"
-                    " chain to the record before it"
-                )
-            if not _canonical_line(raw, record):
-                return self.fail(f"{where}: edited: the record was rewritten (same content,"
-                                 " new bytes)")  # fmt: skip
-            problem = self.witnessed(seq, record, stored)
-            if problem is None and record.get("event") == CHECKPOINT_EVENT:
-                problem = self.checkpoint(seq, record.get("checkpoint"), previous)
+            try:
+                problem = self.record(seq, raw, record, stored, previous)
+            except (ValueError, RecursionError):  # NaN, a lone surrogate, deep nesting
+                problem = f"edited: seq {seq} is a line no writer wrote"
             if problem is not None:
                 return self.fail(f"{where}: {problem}")
             report.records, previous, self.mac = seq, stored, record.get("mac")
             self.tail(record)
         return self.finish()
+
+    def record(
+        self, seq: int, raw: bytes, record: dict[str, Any], stored: str, previous: str
+    ) -> str | None:
+        """What is wrong with record ``seq`` after a record of hash ``previous``, if anything."""
+        if record.get("prev") != self.mac:
+            return f"edited: seq {seq} does not name the MAC of the record before it"
+        if record_hash(previous, record) != stored:
+            return (f"edited: seq {seq} does not hash to its stored hash, or does not chain to"
+                    " the record before it")  # fmt: skip
+        if not _canonical_line(raw, record):
+            return "edited: the record was rewritten (same content, new bytes)"
+        problem = self.witnessed(seq, record, stored)
+        if problem is None and record.get("event") == CHECKPOINT_EVENT:
+            problem = self.checkpoint(seq, record.get("checkpoint"), previous)
+        if seq == 1:
+            self.linked = record.get("event") == CHAIN_START_EVENT
+        return problem
 
     def witnessed(self, seq: int, record: dict[str, Any], stored: str) -> str | None:
         if self.witness.vouches(self.path.name, seq, record.get("mac"), stored) is False:
@@ -227,6 +236,12 @@ class _ChainCheck:
             return (f"edited: the records up to seq {seq - 1} differ from what the checkpoint"
                     " signed (the file was rewritten)")  # fmt: skip
         origin = checkpoint.get("origin")
+        first = 2 if self.linked else 1
+        if not report.checkpoints and "origin" in checkpoint and seq != first:
+            # Writers that name their origin sign a chain before anything else (after the link
+            # to the chain it replaces): only a removed checkpoint leaves records before it.
+            return (f"unsigned: the chain does not begin with a checkpoint (its first is seq"
+                    f" {seq})")  # fmt: skip
         if report.checkpoints and (origin != report.origin or checkpoint["key"] != self.key):
             return "edited: a checkpoint of another log (origin or key) in this chain"
         report.origin, self.key = origin, checkpoint["key"]
@@ -277,7 +292,10 @@ class _ChainCheck:
             # Logs may begin after a chain did (retention), never leave a hole in what they saw:
             # a record missing between two they saw was not printed by the decryptor.
             seen = [seq for seq in self.seen if seq <= report.records]
-            holes = [seq for seq in range(min(seen, default=1), max(seen, default=0))
+            # From the chain's beginning when the logs saw it (its first checkpoint is seq 1,
+            # or 2 after a chain start).
+            low = min(seen, default=1)
+            holes = [seq for seq in range(1 if low <= 2 else low, max(seen, default=0))
                      if seq not in self.seen]  # fmt: skip
             if holes:
                 return self.fail(

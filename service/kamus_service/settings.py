@@ -488,7 +488,8 @@ class Settings:
     audit_dir: Path | None = _var(
         None,
         "A folder where each decryptor process appends its own audit chain, "
-        "`<pod>-<pid>.jsonl` (replicas share no file); instead of `KAMUS_AUDIT_FILE`.",
+        "`<pod>-<pid>-<start>.jsonl` (replicas share no file); instead of `KAMUS_AUDIT_FILE`, "
+        "which suits one replica.",
         parse=Path,
         services=DECRYPTOR,
     )
@@ -512,8 +513,8 @@ class Settings:
     audit_witness_configmap: str | None = _var(
         None,
         "`NAMESPACE/NAME` of a ConfigMap where each process keeps its chain's latest signed "
-        "checkpoint (the chart creates it, with a Role to patch it alone): a witness in the "
-        "Kubernetes API that whoever can rewrite the files cannot "
+        "checkpoint (with `KAMUS_AUDIT_DIR`; the chart creates it, with a Role to patch it "
+        "alone): a witness in the Kubernetes API that whoever can rewrite the files cannot "
         "([docs/AUDIT.md](docs/AUDIT.md)).",
         parse=_object_reference,
         services=DECRYPTOR,
@@ -698,9 +699,14 @@ def load_settings(service: Service, environ: Mapping[str, str] | None = None) ->
         values.get("audit_file") or values.get("audit_dir")
     ):
         problems.append("KAMUS_AUDIT_SIGNING_KEY needs KAMUS_AUDIT_DIR or KAMUS_AUDIT_FILE")
-    if values.get("audit_witness_configmap") and not values.get("audit_signing_key"):
+    if values.get("audit_witness_configmap") and not (
+        values.get("audit_signing_key") and values.get("audit_dir")
+    ):
+        # Replicas writing KAMUS_AUDIT_FILE all name their chain alike: their heads would
+        # overwrite each other's in the ConfigMap.
         problems.append("KAMUS_AUDIT_WITNESS_CONFIGMAP needs KAMUS_AUDIT_SIGNING_KEY (it keeps "
-                        "signed checkpoints)")  # fmt: skip
+                        "signed checkpoints) and KAMUS_AUDIT_DIR (chains named per "
+                        "process)")  # fmt: skip
     if problems:
         raise ConfigurationError(problems)
     return Settings(service=service, **values)

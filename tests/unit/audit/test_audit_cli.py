@@ -11,7 +11,7 @@ import pytest
 from kamus_cli.audit import main
 from kamus_client.exitcodes import ExitCode
 from kamus_decryptor.auditfile import AuditFile
-from kamus_kms.auditchain import verify
+from kamus_kms.auditchain import chain_key, record_mac, verify
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -318,11 +318,24 @@ def test_a_line_written_before_escaping_still_verifies(tmp_path: Path, key: byte
     path = tmp_path / "audit.jsonl"
     AuditFile(path, key, fsync=False).append({**EVENTS[0], "user_agent": f"curl{UNSAFE}"})
     record = json.loads(path.read_text("utf-8"))
+    # As versions before escaping wrote it: no public hash yet (it came later), raw characters.
+    del record["hash"]
+    record["mac"] = record_mac(chain_key(key), record)
     legacy = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    path.write_text(legacy + "\n", "utf-8")  # the raw characters, as earlier versions wrote them
+    path.write_text(legacy + "\n", "utf-8")
 
     assert set(UNSAFE) <= set(path.read_text("utf-8"))
     assert verify(path, key).ok
+    # A record of the public chain was always written escaped: raw, it is rewritten.
+    AuditFile(path.with_name("new.jsonl"), key, fsync=False).append(
+        EVENTS[0] | {"user_agent": UNSAFE}
+    )
+    current = json.loads(path.with_name("new.jsonl").read_text("utf-8"))
+    raw = json.dumps(current, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    path.with_name("new.jsonl").write_text(raw + "\n", "utf-8")
+    assert verify(path.with_name("new.jsonl"), key).problem == (
+        "edited: the record was rewritten (same content, new bytes)"
+    )
 
 
 def _key_file(tmp_path: Path, key: bytes) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -187,9 +189,31 @@ def test_each_process_writes_a_chain_of_its_own(
         for number in range(3):
             folder.append(sample_event(number))
     names = sorted(path.name for path in tmp_path.iterdir())
-    assert names == ["kamus-decryptor-7d9f-101.jsonl", "kamus-decryptor-7d9f-102.jsonl"]
+    assert [re.sub(r"-\d{8}T\d{6}\.", "-<start>.", name) for name in names] == [
+        "kamus-decryptor-7d9f-101-<start>.jsonl", "kamus-decryptor-7d9f-102-<start>.jsonl",
+    ]  # fmt: skip
     for path in tmp_path.iterdir():
         assert verify_public(path, signer.public_key()).ok
+
+
+def test_a_restarted_container_starts_new_chains_and_leaves_the_old_ones_checkable(
+    tmp_path: Path, key: bytes, signer: Ed25519PrivateKey, sample_event: SampleEvent,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # Same pod name, same pid: the old chain, deleted or cut while the container was down, must
+    # not be taken for the new one (red team: the cluster witness then forgot it).
+    monkeypatch.setenv("HOSTNAME", "kamus-decryptor-7d9f")
+    monkeypatch.setattr("kamus_decryptor.auditfile.os.getpid", lambda: 7)
+    stamps = iter(datetime(2026, 12, 6, 10, 0, second, tzinfo=UTC) for second in (0, 12, 30))
+    options: dict[str, Any] = {"fsync": False, "signer": signer, "checkpoint_records": 2,
+                               "clock": lambda: next(stamps)}  # fmt: skip
+    old = AuditDirectory(tmp_path, key, **options).append(sample_event(1)).chain
+    first = AuditDirectory(tmp_path, key, **options).append(sample_event(2)).chain
+    (tmp_path / first).unlink()
+    second = AuditDirectory(tmp_path, key, **options).append(sample_event(3)).chain
+    assert len({old, first, second}) == 3
+    assert second == "kamus-decryptor-7d9f-7-20261206T100030.jsonl"
+    assert verify_public(tmp_path / old, signer.public_key()).ok
 
 
 def test_kamus_audit_verifies_a_folder_with_the_public_key(
