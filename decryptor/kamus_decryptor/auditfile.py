@@ -27,12 +27,15 @@ from __future__ import annotations
 import atexit
 import contextlib
 import copy
+import errno
 import fcntl
 import hashlib
 import hmac
 import json
 import logging
 import os
+import secrets
+import stat
 import threading
 import time
 import weakref
@@ -54,7 +57,11 @@ WitnessCallback = Callable[[str, dict[str, Any]], None]
 
 log = logging.getLogger("kamus.audit")
 
-_NAMES = 1000  # names a new per-process chain passes over before the writer gives up
+_NAMES = 64  # names tried for a new chain, or broken chains passed, before the writer gives up
+_OPEN = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+# What opening a name that holds no chain file says (a symbolic link, a folder, a device...), as
+# opposed to a file system that refuses writes.
+_NOT_A_FILE = frozenset({errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENODEV, errno.ETXTBSY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +195,8 @@ class AuditFile:
         if self._signer is None:
             return None
         with self._lock:
+            if self._head is None and not replace:
+                return None  # a process stopping starts no chain
             if self._head is not None and self._head.seq == self._head.signed_seq:
                 return None
             with self._locked(replace=replace) as (fd, head):
@@ -200,7 +209,7 @@ class AuditFile:
         Called with the thread lock held. A chain that cannot be continued is left as it is and
         the next one started (unless not ``replace``).
         """
-        for _ in range(16):  # each turn moves to a new file; 16 broken chains in a row is absurd
+        for _ in range(_NAMES):  # each turn moves to a new file
             fd = -1
             try:
                 fd = self._open()
@@ -345,6 +354,9 @@ class AuditFile:
                 isinstance(checkpoint, dict)
                 and checkpoint_valid(checkpoint, self._public)
                 and checkpoint["chain"] == self.path.name
+                # A chain of another log, or of a writer before origins, is not continued: its
+                # checkpoints and ours would not verify as one log.
+                and checkpoint.get("origin") == self._origin
                 and checkpoint["seq"] == head.seq
                 and checkpoint["hash"] == head.hash
             ):
@@ -402,26 +414,45 @@ class AuditFile:
             self._witness(placed.chain, placed.record)
 
     def _open(self) -> int:
-        """The chain file, never through a symbolic link. A per-process chain is made by its
-        process alone: a name already taken is passed over, and a file gone is a broken chain,
-        not one to make again."""
-        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+        """The chain file: a regular file, never reached through a symbolic link. A per-process
+        chain is made by its process alone (:meth:`_create`), and once made, a file gone or
+        replaced by anything else is a broken chain, not one to make again."""
+        if not self._shared and self._head is None:
+            return self._create()
+        head = self._head or _Head()
+        create = os.O_CREAT if self._shared else 0
         try:
-            if self._shared:
-                return os.open(self.path, flags | os.O_CREAT, 0o600)
-            if self._head is not None:
-                try:
-                    return os.open(self.path, flags)
-                except FileNotFoundError as exc:
-                    raise _ChainBroken("the file is gone", self._head) from exc
-            for _ in range(_NAMES):
-                try:
-                    return os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-                except FileExistsError:
-                    log.error("audit chain %s: the name is taken; not using it", self.path.name)
-                    self.path = successor(self.path)
+            fd = os.open(self.path, _OPEN | create, 0o600)
+        except FileNotFoundError as exc:
+            if self._shared:  # with O_CREAT: the folder is missing, not the chain
+                raise AuditWriteError(
+                    f"cannot open audit file {self.path}: {exc.strerror}"
+                ) from exc
+            raise _ChainBroken("the file is gone", head) from exc
         except OSError as exc:
+            if exc.errno in _NOT_A_FILE:
+                raise _ChainBroken(f"its name holds no chain file ({exc.strerror})", head) from exc
             raise AuditWriteError(f"cannot open audit file {self.path}: {exc.strerror}") from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise _ChainBroken("its name holds no chain file", head)
+        return fd
+
+    def _create(self) -> int:
+        """A new per-process chain, under a name nobody took: after a taken one (planted, as the
+        next names of a chain are known in advance), under a name nobody can know."""
+        stem = self.path.stem
+        for attempt in range(_NAMES):
+            try:
+                return os.open(self.path, _OPEN | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                if attempt == 0:
+                    log.error("audit chain %s: the name is taken; using another", self.path.name)
+                self.path = self.path.with_name(f"{stem}.{secrets.token_hex(4)}{self.path.suffix}")
+            except OSError as exc:
+                raise AuditWriteError(
+                    f"cannot create audit file {self.path}: {exc.strerror}"
+                ) from exc
         raise AuditWriteError(f"no free name for an audit chain beside {self.path}")
 
     def _start_timer(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import requests
-from audit_volume import DAMAGES, Damage, block_file
+from audit_volume import DAMAGES, Damage, block_folder
 from gunicorn_process import Service, base_environment, gunicorn
 
 from kamus_kms.keyring import Keyring
@@ -95,9 +95,12 @@ def test_an_unwritable_audit_file_follows_the_policy(
     policy: str,
     status: int,
 ) -> None:
-    with _decryptor(service_env, tmp_path, KAMUS_AUDIT_POLICY=policy) as service:
+    chain = tmp_path / "audit" / "audit.jsonl"
+    chain.parent.mkdir()
+    env = {"KAMUS_AUDIT_FILE": str(chain), "KAMUS_AUDIT_POLICY": policy}
+    with _decryptor(service_env, tmp_path, **env) as service:
         assert _post(service, token("audit-ns", "app"), ciphertext) == 200
-        block_file(tmp_path / "audit.jsonl")  # a folder where the file was: not even root writes
+        block_folder(chain)  # a file where the folder was: not even root writes
         response = requests.post(
             f"{service.url}/api/v1/decrypt", json={"data": ciphertext}, timeout=30,
             headers={"Authorization": f"Bearer {token('audit-ns', 'app')}"},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -100,7 +101,7 @@ def test_a_name_taken_beforehand_neither_diverts_the_link_nor_hides_a_cut(
 
     assert planted.read_text() == "x\n"
     start = records(deployment.processes[1].path)[0]
-    assert deployment.processes[1].path.name == "decryptor-1.2.jsonl"
+    assert re.fullmatch(r"decryptor-1\.1\.[0-9a-f]{8}\.jsonl", deployment.processes[1].path.name)
     assert (start["previous"]["chain"], start["previous"]["seq"]) == ("decryptor-1.jsonl", 7)
     planted.unlink()
     for logs in (False, True):
@@ -118,7 +119,8 @@ def test_names_taken_beforehand_do_not_stop_a_per_process_writer(
         path.with_name(f"x.{number}.jsonl").write_text("x\n")
     with path.open("a") as stream:
         stream.write("\n")
-    assert writer.append({"n": 2}).chain == "x.40.jsonl"
+    # Past a taken name, one nobody can know in advance.
+    assert re.fullmatch(r"x\.1\.[0-9a-f]{8}\.jsonl", writer.append({"n": 2}).chain)
 
 
 def test_a_symbolic_link_at_a_chains_name_is_never_followed(tmp_path: Path, key: bytes) -> None:
@@ -130,8 +132,30 @@ def test_a_symbolic_link_at_a_chains_name_is_never_followed(tmp_path: Path, key:
     os.symlink(victim, folder / "x.jsonl")
     os.symlink(victim, folder / "x.1.jsonl")
     writer = AuditFile(folder / "x.jsonl", key, fsync=False, signer=SIGNER, shared=False)
-    assert writer.append({"n": 1}).chain == "x.2.jsonl"
+    assert re.fullmatch(r"x\.[0-9a-f]{8}\.jsonl", writer.append({"n": 1}).chain)
     assert victim.read_text() == ""
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "per-process"])
+@pytest.mark.parametrize("what", ["link", "folder", "fifo"])
+def test_a_live_chain_replaced_by_something_else_is_left_for_the_next(
+    tmp_path: Path, key: bytes, shared: bool, what: str
+) -> None:
+    # Not a file system that refuses writes: a name that no longer holds the chain. Decrypts go
+    # on, in a chain linked to the head the writer held.
+    path = tmp_path / "x.jsonl"
+    writer = AuditFile(path, key, fsync=False, signer=SIGNER, shared=shared)
+    first = writer.append({"n": 1}).record
+    path.rename(tmp_path / "moved")
+    {"link": lambda: os.symlink(tmp_path / "moved", path), "folder": path.mkdir,
+     "fifo": lambda: os.mkfifo(path)}[what]()  # fmt: skip
+    if shared:  # its next name, known in advance to every process, held by a folder too
+        (tmp_path / "x.1.jsonl").mkdir()
+    placed = writer.append({"n": 2})
+    assert placed.chain != "x.jsonl"
+    start = records(tmp_path / placed.chain)[0]
+    assert start["previous"] == {"chain": "x.jsonl", "seq": first["seq"],
+                                 "hash": first["hash"], "mac": first["mac"]}  # fmt: skip
 
 
 def _chain_with_a_hostile_line(folder: Path, key: bytes, value: str) -> Path:
@@ -177,7 +201,7 @@ def test_a_writer_taking_up_a_chain_with_such_a_value_goes_on_in_the_next(
         (tmp_path / "y.1.jsonl").write_text(f'{{"a":{value},"mac":"","prev":"","seq":1}}\n')
         with (tmp_path / "y.jsonl").open("a") as stream:
             stream.write("\n")
-        assert writer.append({"n": 2}).chain == "y.2.jsonl"
+        assert re.fullmatch(r"y\.1\.[0-9a-f]{8}\.jsonl", writer.append({"n": 2}).chain)
 
 
 def _nested(depth: int) -> str:
