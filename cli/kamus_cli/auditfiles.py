@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -42,17 +43,31 @@ def load_key(key_file: Path | None, environ: Mapping[str, str]) -> bytes:
     raise InputError(f"no audit key: pass --key-file or set {KEY_ENV} or {KEY_ENV}_FILE")
 
 
-def chains(paths: Sequence[Path], *, allow_none: bool = False) -> list[Path]:
+def chains(
+    paths: Sequence[Path], *, allow_none: bool = False, odd: list[Path] | None = None
+) -> list[Path]:
     """The chain files of ``paths``: files as given, folders' ``*.jsonl``; InputError when none
-    (unless ``allow_none``: against a witness, an emptied folder is what is to be found)."""
+    (unless ``allow_none``: against a witness, an emptied folder is what is to be found).
+
+    A name that holds no regular file (a symbolic link, a FIFO that would block the reader, a
+    device that never ends) is no chain a decryptor wrote: it goes to ``odd`` when given (verify
+    reports it as tampering), else it is an InputError.
+    """
     found: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            found.extend(sorted(path.glob("*.jsonl")))
-        elif path.exists():
-            found.append(path)
+        if path.is_dir() and not path.is_symlink():
+            entries = sorted(path.glob("*.jsonl"))
+        elif path.exists() or path.is_symlink():
+            entries = [path]
         else:
             raise InputError(f"cannot read {path}: No such file or directory")
-    if not found and not allow_none:
+        for entry in entries:
+            if stat.S_ISREG(entry.lstat().st_mode):
+                found.append(entry)
+            elif odd is not None:
+                odd.append(entry)
+            else:
+                raise InputError(f"{entry} is not a regular file (no decryptor writes one there)")
+    if not found and not allow_none and not odd:
         raise InputError("no audit chain found (folders are searched for *.jsonl)")
     return found

@@ -97,6 +97,12 @@ def add_verify_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     )
     _add_witnesses(check)
     check.add_argument(
+        "--partial",
+        action="store_true",
+        help="the files given are some of the decryptor's chains: chains the witnesses saw that"
+        " are not among them are not reported missing",
+    )
+    check.add_argument(
         "--checkpoint-records", type=int, default=DEFAULT_POLICY.records, metavar="N",
         help="the decryptor's KAMUS_AUDIT_CHECKPOINT_RECORDS (default %(default)s): more"
         " unsigned records at a chain's end is a failure",
@@ -130,9 +136,12 @@ def add_reconcile_parser(commands: argparse._SubParsersAction[argparse.ArgumentP
 def run_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode:
     """``kamus-audit verify``."""
     witnessed = bool(args.witness or args.witness_from_cluster)
-    paths = chains(args.file, allow_none=witnessed and args.public_key is not None)
+    odd: list[Path] = []
+    paths = chains(args.file, allow_none=witnessed and args.public_key is not None, odd=odd)
+    for entry in odd:
+        print(f"{_safe(str(entry))}: TAMPERED: not a regular file (no decryptor writes one there)")
     if args.public_key is not None:
-        return _verify_public(args, paths)
+        return max(_verify_public(args, paths), ExitCode.TAMPERED if odd else ExitCode.OK)
     if witnessed:
         raise InputError("--witness and --witness-from-cluster need --public-key")
     heads = _heads(args.head, paths)
@@ -155,7 +164,7 @@ def run_verify(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitCode
         print(f"{_safe(chain)}: TAMPERED: missing: an anchor names seq {seq} of this chain, which"
               " is not among the files")  # fmt: skip
         tampered = True
-    return ExitCode.TAMPERED if tampered else ExitCode.OK
+    return ExitCode.TAMPERED if tampered or odd else ExitCode.OK
 
 
 def _heads(given: Sequence[Head], paths: Sequence[Path]) -> dict[str, tuple[int, str]]:
@@ -205,7 +214,9 @@ def _verify_public(args: argparse.Namespace, paths: list[Path]) -> ExitCode:
         raise InputError(str(exc)) from exc
     witness, problems = _witness(args)
     policy = CheckpointPolicy(args.checkpoint_records, args.checkpoint_seconds)
-    complete = any(path.is_dir() for path in args.file)
+    # The witnesses name every chain of the decryptor: one they saw that is not among the files
+    # given is missing, unless the auditor says the files are a part (--partial).
+    complete = not args.partial
     try:
         reports = verify_chains(paths, public, witness, policy, complete=complete)
     except OSError as exc:
@@ -309,9 +320,11 @@ def run_reconcile(args: argparse.Namespace, environ: Mapping[str, str]) -> ExitC
     if not (args.witness or args.witness_from_cluster or args.metrics):
         raise InputError("nothing to compare with: give --witness, --witness-from-cluster or"
                          " --metrics")  # fmt: skip
-    paths = chains(args.paths)
+    odd: list[Path] = []
+    paths = chains(args.paths, odd=odd)
     witness, problems = _witness(args)
-    findings = list(problems)
+    findings = [*problems, *(f"{_safe(str(entry))}: not a regular file (no decryptor writes one"
+                              " there)" for entry in odd)]  # fmt: skip
     counted: Counter[tuple[str, str]] = Counter()
     notes = []
     names = {path.name for path in paths}

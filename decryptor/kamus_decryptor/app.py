@@ -390,11 +390,16 @@ def _witness(settings: Settings, registry: CollectorRegistry) -> WitnessCallback
         api_client(settings.kubeconfig), settings.audit_witness_configmap, registry
     )
 
+    replaced: dict[str, str] = {}  # a new chain -> the chain its chain start names
+
     def witness(chain: str, record: dict[str, Any]) -> None:
         print_witnessed(chain, record)
         kind, fields = witness_fields(chain, record)
-        if kind == "audit_checkpoint":
-            cluster.offer(chain, {"event": kind, **fields})
+        previous = record.get("previous")
+        if kind == "audit_chain_start" and isinstance(previous, dict):
+            replaced[chain] = str(previous.get("chain"))
+        elif kind == "audit_checkpoint":
+            cluster.offer(chain, {"event": kind, **fields}, replaces=replaced.pop(chain, None))
 
     return witness
 

@@ -9,9 +9,15 @@ stay: ``kamus-audit verify --witness-from-cluster`` then finds a chain missing, 
 witnessed size, or different at a witnessed size.
 
 Publishing never delays a decrypt: a thread per process sends the latest checkpoint of each chain
-(a JSON merge patch of that one key, so processes never overwrite each other's entries) and, when
-the API does not answer, logs it, counts it and tries again with the next checkpoint or after
-:data:`RETRY_SECONDS`.
+(a patch of that one key, so processes never overwrite each other's entries, and a refused key
+never holds up the others) and, when the API does not answer, logs it, counts it and tries again
+with the next checkpoint or after :data:`RETRY_SECONDS`.
+
+A chain started because the one before it could not be continued names it, and its head, in its
+first record, which its first checkpoint signs: publishing that checkpoint removes the entry of
+the chain it replaces, so chains broken on purpose (a byte appended by whoever can write the
+volume breaks one per request) do not fill the ConfigMap, and the old chain stays checked through
+the link.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ class ClusterWitness:
     ) -> None:
         self.namespace, _, self.name = reference.partition("/")
         self._api = api
-        self._pending: dict[str, str] = {}
+        self._pending: dict[str, tuple[str, str | None]] = {}  # chain -> (line, replaced chain)
         self._wake = threading.Condition()
         self._pid = -1
         self.failures = Counter(
@@ -51,10 +57,13 @@ class ClusterWitness:
         )
         self.published = 0  # checkpoints the API server took, in this process
 
-    def offer(self, chain: str, line: dict[str, Any]) -> None:
-        """Publish ``line`` (a checkpoint's stdout event) as the head of ``chain``, soon."""
+    def offer(self, chain: str, line: dict[str, Any], *, replaces: str | None = None) -> None:
+        """Publish ``line`` (a checkpoint's stdout event) as the head of ``chain``, soon, and
+        remove the entry of the chain it ``replaces`` (named by its chain start)."""
         with self._wake:
-            self._pending[chain] = json.dumps(line, sort_keys=True, separators=(",", ":"))
+            text = json.dumps(line, sort_keys=True, separators=(",", ":"))
+            earlier = self._pending.get(chain)
+            self._pending[chain] = (text, replaces or (earlier[1] if earlier else None))
             if self._pid != os.getpid():  # a thread does not survive gunicorn's fork
                 self._pid = os.getpid()
                 threading.Thread(target=self._run, name="audit-witness", daemon=True).start()
@@ -74,25 +83,33 @@ class ClusterWitness:
             with self._wake:
                 self._wake.wait_for(lambda: bool(self._pending))
                 batch = dict(self._pending)
-            try:
-                api.patch_namespaced_config_map(
-                    self.name, self.namespace, {"data": batch}, _request_timeout=_TIMEOUT_SECONDS
-                )
-            except Exception as exc:
-                self.failures.inc()
-                log.warning(
-                    "cannot publish audit checkpoints to the ConfigMap %s/%s (%s); trying again",
-                    self.namespace, self.name, _reason(exc),
-                )  # fmt: skip
+            # Each key on its own: a refused one (a full ConfigMap) holds up none of the others.
+            published = [self._publish(api, chain, *entry) for chain, entry in batch.items()]
+            if not all(published):
                 with self._wake:
                     self._wake.wait(RETRY_SECONDS)
-                continue
-            with self._wake:
-                for chain, line in batch.items():
-                    if self._pending.get(chain) == line:
-                        del self._pending[chain]
-                self.published += len(batch)
-                self._wake.notify_all()
+
+    def _publish(self, api: client.CoreV1Api, chain: str, line: str, replaces: str | None) -> bool:
+        data: dict[str, str | None] = {chain: line}
+        if replaces is not None and replaces != chain:
+            data[replaces] = None  # removes that key
+        try:
+            api.patch_namespaced_config_map(
+                self.name, self.namespace, {"data": data}, _request_timeout=_TIMEOUT_SECONDS
+            )
+        except Exception as exc:  # any failure of the API: try again later
+            self.failures.inc()
+            log.warning(
+                "cannot publish the head of audit chain %s to the ConfigMap %s/%s (%s); trying "
+                "again", chain, self.namespace, self.name, _reason(exc),
+            )  # fmt: skip
+            return False
+        with self._wake:
+            if self._pending.get(chain) == (line, replaces):
+                del self._pending[chain]
+            self.published += 1
+            self._wake.notify_all()
+        return True
 
 
 def _reason(exc: Exception) -> str:

@@ -23,14 +23,18 @@ It lives in the core because two programs share it: the decryptor writes the cha
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import hmac
 import json
+import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -108,10 +112,32 @@ def json_line(record: dict[str, Any]) -> str:
     return escape_unsafe(canonical(record).decode("utf-8"))
 
 
+# No writer writes a record near this long: a longer line is read in pieces, none a record, so a
+# planted endless line never holds more than this in memory.
+MAX_LINE = 4 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def open_chain(path: Path) -> Iterator[BinaryIO]:
+    """``path`` opened for reading as a chain file: a regular file, not through a symbolic link,
+    without blocking (a FIFO planted among the chains). OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    with os.fdopen(fd, "rb") as stream:
+        yield stream
+
+
+def chain_lines(stream: BinaryIO) -> Iterator[bytes]:
+    """The lines of a chain file, none longer than MAX_LINE (a longer one comes in pieces)."""
+    return iter(lambda: stream.readline(MAX_LINE), b"")
+
+
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
     """Yield the records of an audit file in order, unverified; ValueError names a bad line."""
-    with path.open("rb") as stream:
-        for number, raw in enumerate(stream, start=1):
+    with open_chain(path) as stream:
+        for number, raw in enumerate(chain_lines(stream), start=1):
             try:
                 record = json.loads(raw)
             except (ValueError, RecursionError) as exc:
@@ -171,8 +197,8 @@ def _parse(number: int, raw: bytes, chain: bytes) -> _Line:
 
 
 def _lines(path: Path, chain: bytes, start: int = 1) -> Iterator[_Line]:
-    with path.open("rb") as stream:
-        for number, raw in enumerate(stream, start=1):
+    with open_chain(path) as stream:
+        for number, raw in enumerate(chain_lines(stream), start=1):
             if number >= start:
                 yield _parse(number, raw, chain)
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from kamus_kms.auditchain import GENESIS, json_line
+from kamus_kms.auditchain import GENESIS, chain_lines, json_line, open_chain
 from kamus_kms.auditsign import checkpoint_valid, record_hash
 from kamus_kms.auditwitness import CHAIN_START_EVENT, CHECKPOINT_EVENT, Witness
 
@@ -86,8 +86,8 @@ class _Link:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:
-    with path.open("rb") as stream:
-        for number, raw in enumerate(stream, start=1):
+    with open_chain(path) as stream:
+        for number, raw in enumerate(chain_lines(stream), start=1):
             try:
                 record = json.loads(raw) if raw.endswith(b"\n") else None
             except (ValueError, RecursionError):

@@ -32,12 +32,16 @@ class Deployment:
         self.logs: list[str] = []  # the decryptor's stdout, as the log pipeline keeps it
         self.heads: dict[str, str] = {}  # the cluster witness: chain -> latest checkpoint line
         self.processes: dict[int, AuditFile] = {}
+        self.starts: dict[int, int] = {}
         self.count = 0
 
     def process(self, pid: int) -> AuditFile:
         if pid not in self.processes:
+            # As AuditDirectory names them: a process start, a chain of its own.
+            start = self.starts[pid] = self.starts.get(pid, 0) + 1
+            name = f"decryptor-{pid}.jsonl" if start == 1 else f"decryptor-{pid}-{start}.jsonl"
             self.processes[pid] = AuditFile(
-                self.folder / f"decryptor-{pid}.jsonl", self.key, fsync=False,
+                self.folder / name, self.key, fsync=False,
                 signer=self.signer, checkpoint_records=self.policy.records,
                 checkpoint_seconds=self.policy.seconds, witness=self._witnessed, origin=ORIGIN,
                 shared=False,
@@ -45,7 +49,8 @@ class Deployment:
         return self.processes[pid]
 
     def restart(self, pid: int) -> None:
-        """Process ``pid`` starts again (a restarted container reuses its pid): a new writer."""
+        """Process ``pid`` starts again (a restarted container reuses its pid): a new writer,
+        with a chain of its own."""
         self.processes.pop(pid, None)
 
     def _witnessed(self, chain: str, record: dict[str, Any]) -> None:

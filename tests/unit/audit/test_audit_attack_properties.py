@@ -59,8 +59,8 @@ class Written:
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
-    """Two worker processes signing every 3 records; one restarts and goes on in a new chain
-    linked to its old one (whose last record its predecessor never signed)."""
+    """Two worker processes signing every 3 records; one restarts and goes on in a chain of its
+    own (its old one ends with records its writer never signed)."""
     folder = tmp_path_factory.mktemp("written")
     deployment = Deployment(folder, os.urandom(32), Ed25519PrivateKey.generate(), _event)
     old_copies = []
@@ -71,7 +71,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
         deployment.decrypt(pid, times)
         old_copies.append(_read(folder))
     files = _read(folder)
-    assert "decryptor-1.1.jsonl" in files
+    assert "decryptor-1-2.jsonl" in files
     return Written(deployment, files, old_copies)
 
 

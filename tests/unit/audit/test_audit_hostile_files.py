@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +21,10 @@ from kamus_cli.audit import main
 from kamus_client.exitcodes import ExitCode
 from kamus_decryptor.auditfile import AuditFile
 from kamus_kms.auditchain import GENESIS, canonical, chain_key, json_line, record_mac, verify
-from kamus_kms.auditsign import public_text, record_hash
+from kamus_kms.auditsign import key_id, public_text, record_hash
 from kamus_kms.auditverify import verify_chains
 from kamus_kms.auditwitness import Witness
-from kamus_kms.errors import ConfigurationError
+from kamus_kms.errors import AuditWriteError, ConfigurationError
 from kamus_service.settings import load_settings
 
 SampleEvent = Callable[[int], dict[str, Any]]
@@ -43,6 +44,12 @@ class SharedFile(Deployment):
                 witness=self._witnessed, origin=ORIGIN, shared=True,
             )  # fmt: skip
         return self.processes[pid]
+
+
+@pytest.fixture
+def run_main(capsys: pytest.CaptureFixture[str]) -> Callable[..., int]:
+    """kamus-audit in this process; its exit code (its output is captured)."""
+    return lambda *argv: main(list(argv), {})
 
 
 @pytest.fixture
@@ -147,8 +154,12 @@ def test_a_live_chain_replaced_by_something_else_is_left_for_the_next(
     writer = AuditFile(path, key, fsync=False, signer=SIGNER, shared=shared)
     first = writer.append({"n": 1}).record
     path.rename(tmp_path / "moved")
-    {"link": lambda: os.symlink(tmp_path / "moved", path), "folder": path.mkdir,
-     "fifo": lambda: os.mkfifo(path)}[what]()  # fmt: skip
+    if what == "link":
+        os.symlink(tmp_path / "moved", path)
+    elif what == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
     if shared:  # its next name, known in advance to every process, held by a folder too
         (tmp_path / "x.1.jsonl").mkdir()
     placed = writer.append({"n": 2})
@@ -270,3 +281,100 @@ def test_the_cluster_witness_is_refused_for_a_file_several_replicas_would_name_a
     }  # fmt: skip
     with pytest.raises(ConfigurationError, match="and KAMUS_AUDIT_DIR"):
         load_settings("decryptor", environ)
+
+
+def _run_audit(*argv: str) -> subprocess.CompletedProcess[str]:
+    """kamus-audit in a process of its own, within 1 GiB: a hang or a runaway read shows."""
+    code = ("import resource, sys; from kamus_cli.audit import main;"
+            "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30));"
+            "sys.exit(main(sys.argv[1:], {}))")  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=20,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["verify", "reconcile"])
+@pytest.mark.parametrize("plant", ["fifo", "link to /dev/zero"])
+def test_a_name_in_the_folder_that_holds_no_file_is_tampering_not_a_hang_or_a_crash(
+    deployment: Deployment, tmp_path: Path, command: str, plant: str
+) -> None:
+    deployment.decrypt(1, 2)
+    planted = deployment.folder / "planted.jsonl"
+    if plant == "fifo":
+        os.mkfifo(planted)
+    else:
+        os.symlink("/dev/zero", planted)
+    (tmp_path / "signing.pub").write_text(public_text(deployment.signer.public_key()))
+    (tmp_path / "stdout.log").write_text("\n".join(deployment.logs) + "\n")
+    extra = ["--public-key", str(tmp_path / "signing.pub")] if command == "verify" else []
+    done = _run_audit(command, str(deployment.folder), "--witness", str(tmp_path / "stdout.log"),
+                      *extra)  # fmt: skip
+    assert done.returncode == ExitCode.TAMPERED, done.stderr
+    assert f"{planted}: " in done.stdout
+    assert "not a regular file" in done.stdout
+
+
+def test_an_endless_line_in_a_chain_file_is_read_in_bounded_pieces(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    deployment.decrypt(1, 2)
+    path = deployment.processes[1].path
+    os.truncate(path, path.stat().st_size + (2 << 30))  # 2 GiB of zeros, no newline (sparse)
+    (tmp_path / "signing.pub").write_text(public_text(deployment.signer.public_key()))
+    done = _run_audit("verify", str(deployment.folder), "--public-key",
+                      str(tmp_path / "signing.pub"))  # fmt: skip
+    assert done.returncode == ExitCode.TAMPERED, done.stderr
+    assert "truncated or not a JSON record" in done.stdout
+
+
+def test_files_named_one_by_one_are_held_to_every_chain_the_witnesses_saw(
+    deployment: Deployment, tmp_path: Path, run_main: Callable[..., int]
+) -> None:
+    deployment.decrypt(1, 4)
+    deployment.decrypt(2, 4)
+    (deployment.folder / "decryptor-2.jsonl").unlink()
+    public, log = tmp_path / "signing.pub", tmp_path / "stdout.log"
+    public.write_text(public_text(deployment.signer.public_key()))
+    log.write_text("\n".join(deployment.logs) + "\n")
+    files = [str(path) for path in sorted(deployment.folder.glob("*.jsonl"))]  # a shell glob
+    argv = ["verify", *files, "--public-key", str(public), "--witness", str(log)]
+    assert run_main(*argv) == ExitCode.TAMPERED
+    # Unless the auditor says the files are a part of the chains.
+    assert run_main(*argv, "--partial") == ExitCode.OK
+
+
+def test_a_shared_chain_of_writers_before_origins_is_left_for_a_linked_one(
+    tmp_path: Path, key: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def first_version(
+        private: Ed25519PrivateKey, *, chain: str, origin: str, seq: int, hash_: str, time: str
+    ) -> dict[str, Any]:
+        checkpoint = {"chain": chain, "seq": seq, "hash": hash_, "time": time,
+                      "key": key_id(private.public_key())}  # fmt: skip
+        return checkpoint | {"sig": base64.b64encode(private.sign(canonical(checkpoint))).decode()}
+
+    path = tmp_path / "audit.jsonl"
+    with monkeypatch.context() as old:
+        old.setattr("kamus_decryptor.auditfile.sign_checkpoint", first_version)
+        before = AuditFile(path, key, fsync=False, signer=SIGNER, checkpoint_records=2)
+        for number in range(3):
+            before.append({"n": number})
+    legacy = path.read_bytes()
+
+    after = AuditFile(path, key, fsync=False, signer=SIGNER, checkpoint_records=2)
+    assert after.append({"n": 3}).chain == "audit.1.jsonl"
+    assert path.read_bytes() == legacy
+    reports = verify_chains([path, tmp_path / "audit.1.jsonl"], SIGNER.public_key())
+    assert [report.problems for report in reports] == [[], []]
+
+
+def test_a_stopping_process_starts_no_chain(tmp_path: Path, key: bytes) -> None:
+    path = tmp_path / "x.jsonl"
+    writer = AuditFile(path, key, fsync=False, signer=SIGNER, shared=False)
+    writer.append({"n": 1})
+    with path.open("a") as stream:
+        stream.write("\n")  # broken: the next append would start x.1.jsonl
+    with pytest.raises(AuditWriteError, match="not continued"):
+        writer.checkpoint(replace=False)  # what the exit hook calls
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.jsonl"]
