@@ -33,11 +33,11 @@ VALUES = {
 }  # fmt: skip
 
 
-def _chart_objects() -> tuple[list[dict[str, Any]], dict[str, str]]:
+def _chart_objects(namespace: str = NAMESPACE) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The chart's witness objects, and the decryptor's audit settings, as `helm install` makes
     them for the release `kamus` in the namespace `kamus`."""
     with helm.Chart.load(CHART) as chart:
-        rendered = chart.render(VALUES, name="kamus", namespace=NAMESPACE, is_install=True)
+        rendered = chart.render(VALUES, name="kamus", namespace=namespace, is_install=True)
     documents = [d for path, text in rendered.items() if path.endswith(".yaml")
                  for d in yaml.safe_load_all(text) if d]  # fmt: skip
     witness = [d for d in documents if d["metadata"]["name"] == HEADS]
@@ -56,8 +56,8 @@ def _kamus_audit(*args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def _heads(server: KubeAPIServer) -> dict[str, str]:
-    found = server.request("GET", f"/api/v1/namespaces/{NAMESPACE}/configmaps/{HEADS}")
+def _heads(server: KubeAPIServer, namespace: str = NAMESPACE) -> dict[str, str]:
+    found = server.request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{HEADS}")
     return dict(found.get("data") or {})
 
 
@@ -144,3 +144,56 @@ def test_the_decryptor_keeps_its_heads_in_the_cluster_and_verify_finds_what_the_
     gone = _kamus_audit(*argv)
     assert gone.returncode == 9
     assert f"{victim.name}: TAMPERED: missing: the chain {victim.name} is not among" in gone.stdout
+
+
+def test_chains_broken_on_purpose_do_not_fill_the_configmap(
+    kube_apiserver: KubeAPIServer, service_env: dict[str, str], encryptor: Any, tmp_path: Path
+) -> None:
+    # Whoever can write the volume breaks the live chain before every request (one byte): each
+    # request starts a new chain. Its successor's signed link replaces the old entry.
+    server, namespace = kube_apiserver, "kamus-witness-full"
+    witness, audit_env = _chart_objects(namespace)
+    server.create_service_account(namespace, "kamus-decryptor")
+    server.grant_tokenreview(namespace, "kamus-decryptor")
+    for document in witness:
+        server.apply({**document, "metadata": {**document["metadata"], "namespace": namespace}})
+    server.create_service_account("witness-full-app", "app")
+    kubeconfig = tmp_path / "decryptor.kubeconfig"
+    server.write_kubeconfig(
+        kubeconfig, server.mint(namespace, "kamus-decryptor", (), expiration_seconds=86400)
+    )
+    made = _kamus_audit("signing-key", "new", str(tmp_path / "signing.key"))
+    assert made.returncode == 0, made.stderr
+    chains = tmp_path / "chains"
+    chains.mkdir()
+    env = {**service_env, **audit_env, "KAMUS_KUBECONFIG": str(kubeconfig),
+           "KAMUS_AUDIT_DIR": str(chains),
+           "KAMUS_AUDIT_SIGNING_KEY_FILE": str(tmp_path / "signing.key")}  # fmt: skip
+    body = {"data": "witnessed", "namespace": "witness-full-app", "service-account": "app"}
+    ciphertext = requests.post(f"{encryptor.url}/api/v1/encrypt", json=body, timeout=10).text
+    token = server.mint("witness-full-app", "app")
+
+    def decrypt() -> int:
+        return requests.post(
+            f"{service.url}/api/v1/decrypt", json={"data": ciphertext}, timeout=30,
+            headers={"Authorization": f"Bearer {token}"},
+        ).status_code  # fmt: skip
+
+    def settle(expected: int) -> dict[str, str]:
+        deadline = time.monotonic() + 20
+        while len(heads := _heads(server, namespace)) != expected:
+            assert time.monotonic() < deadline, heads.keys()
+            time.sleep(0.2)
+        return heads
+
+    with gunicorn("kamus_decryptor:create_app()", env, tmp_path / "logs", workers=1) as service:
+        assert decrypt() == 200
+        for _ in range(8):
+            (live,) = (p for p in chains.glob("*.jsonl") if p.stat().st_mtime == max(
+                q.stat().st_mtime for q in chains.glob("*.jsonl")))  # fmt: skip
+            with live.open("a") as stream:
+                stream.write("\n")
+            assert decrypt() == 200
+        assert len(list(chains.glob("*.jsonl"))) == 9
+        (last,) = settle(1)  # one entry: the newest chain, whose link names the one before
+        assert json.loads(_heads(server, namespace)[last])["chain"] == last
