@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from kamus_cli.auditfiles import KEY_ENV, chains, load_key
+from kamus_cli.kubeconfig import load as kubeconfig_of
 from kamus_client.errors import InputError, ServerUnavailableError
 from kamus_client.exitcodes import ExitCode
 from kamus_kms.auditchain import escape_unsafe, read_records, verify
@@ -247,19 +248,9 @@ def cluster_heads(reference: str, kubeconfig: str | None, context: str | None) -
     namespace, _, name = reference.partition("/")
     if not namespace or not name:
         raise InputError("--witness-from-cluster must be NAMESPACE/CONFIGMAP")
-    try:
-        from kubernetes import client, config  # noqa: PLC0415 - the kubernetes extra, only here
-    except ImportError as exc:
-        raise InputError(
-            "reading the cluster witness needs the kubernetes client: pip install"
-            " 'kamus-cli[kubernetes]'"
-        ) from exc
-    configuration = client.Configuration()
-    try:
-        config.load_kube_config(config_file=kubeconfig, context=context,  # type: ignore[no-untyped-call]
-                                client_configuration=configuration)  # fmt: skip
-    except (config.ConfigException, OSError, ValueError) as exc:
-        raise InputError(f"cannot load the kubeconfig {kubeconfig or '(default)'}") from exc
+    configuration = kubeconfig_of(kubeconfig, context, "reading the cluster witness")
+    from kubernetes import client  # noqa: PLC0415 - the kubernetes extra, only here
+
     with client.ApiClient(configuration) as api:
         try:
             found = client.CoreV1Api(api).read_namespaced_config_map(

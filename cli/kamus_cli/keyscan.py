@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kamus_cli.kubeconfig import load as kubeconfig_of
 from kamus_client.arguments import paragraph
 from kamus_client.errors import InputError, KeyInUseError
 from kamus_kms.ciphertext import Ciphertext
@@ -121,18 +122,9 @@ def file_sources(paths: Iterable[Path]) -> Iterator[tuple[str, str]]:
 
 def configmap_sources(kubeconfig: str, context: str | None) -> Iterator[tuple[str, str]]:
     """``(configmap/NS/NAME, values)`` of every ConfigMap the kubeconfig's credentials list."""
-    try:
-        from kubernetes import client, config  # noqa: PLC0415 - the kubernetes extra, only here
-    except ImportError as exc:
-        raise InputError(
-            "scanning a cluster needs the kubernetes client: pip install 'kamus-cli[kubernetes]'"
-        ) from exc
-    configuration = client.Configuration()
-    try:
-        config.load_kube_config(config_file=kubeconfig, context=context,  # type: ignore[no-untyped-call]
-                                client_configuration=configuration)  # fmt: skip
-    except (config.ConfigException, OSError, ValueError) as exc:
-        raise InputError(f"cannot load the kubeconfig {kubeconfig}") from exc
+    configuration = kubeconfig_of(kubeconfig, context, "scanning a cluster")
+    from kubernetes import client  # noqa: PLC0415 - the kubernetes extra, only here
+
     with client.ApiClient(configuration) as api:
         try:
             listed = client.CoreV1Api(api).list_config_map_for_all_namespaces(_request_timeout=30)

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kamus_client.errors import InputError, ServerRefusedError, ServerUnavailableError
+from kamus_cli.kubeconfig import load as kubeconfig_of
+from kamus_client.errors import ServerRefusedError, ServerUnavailableError
 from kamus_client.terminal import escape_unsafe
 
 if TYPE_CHECKING:
@@ -45,22 +46,13 @@ def mint_token(
     """A token of ``namespace/service_account`` from TokenRequest; raises a ClientError."""
     # Imported here: only minting needs the kubernetes client (an extra of kamus-cli), and
     # importing it costs a second; encrypt, seal and --token-file never do.
-    try:
-        import urllib3  # noqa: PLC0415
-        from kubernetes import client, config  # noqa: PLC0415
-        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
-    except ImportError as exc:
-        raise InputError(
-            "minting a token through a kubeconfig needs the kubernetes client:"
-            " pip install 'kamus-cli[kubernetes]', or pass --token-file"
-        ) from exc
-    configuration = client.Configuration()
-    try:
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, context=context, client_configuration=configuration
-        )
-    except (config.ConfigException, OSError, ValueError) as exc:
-        raise InputError(f"cannot load the kubeconfig {kubeconfig}: {_short(exc)}") from exc
+    configuration = kubeconfig_of(
+        kubeconfig, context, "minting a token through a kubeconfig (or pass --token-file)"
+    )
+    import urllib3  # noqa: PLC0415
+    from kubernetes import client  # noqa: PLC0415
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
     # Fail fast: one attempt, no retries of a refused connection.
     configuration.retries = urllib3.Retry(total=0, redirect=0)
     body = client.AuthenticationV1TokenRequest(
