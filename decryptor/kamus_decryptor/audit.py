@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from kamus_decryptor.auditfile import AuditDirectory, AuditFile, Placed
 from kamus_decryptor.tokenreview import Caller
+from kamus_kms.auditchain import escape_unsafe
 from kamus_kms.auditwitness import CHECKPOINT_EVENT
 from kamus_kms.ciphertext import Ciphertext
 from kamus_kms.errors import AuditWriteError, KamusError, UnavailableError
@@ -27,6 +28,7 @@ from kamus_kms.scope import Scope
 from kamus_service.logs import timestamp, write_event
 
 _MAX_USER_AGENT = 256
+_MAX_ITEM_NAME = 253
 # Bounds of the cache of ciphertext descriptions (AuditTrail.record_item).
 _DESCRIBED_TEXTS = 4096
 _DESCRIBED_MAX_CHARS = 4096
@@ -34,6 +36,24 @@ _DESCRIBED_MAX_CHARS = 4096
 # for a few hundred records. Consulted only after a refusal: a nearly full volume that still takes
 # records never makes a pod NotReady.
 FULL_BELOW_BYTES = 1 << 20
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text`` cut to what the audit file holds in at most ``limit`` characters once escaped.
+
+    Request-supplied text: a control character is written as a 6-character escape, so a cut by
+    characters alone let an anonymous caller make every record several times larger.
+    """
+    text = text[:limit]
+    if len(escape_unsafe(text)) <= limit:
+        return text
+    kept, size = [], 0
+    for char in text:
+        size += len(escape_unsafe(char))
+        if size > limit:
+            break
+        kept.append(char)
+    return "".join(kept)
 
 
 @dataclass
@@ -55,7 +75,7 @@ class AuditEvent:
 
     def __post_init__(self) -> None:
         # Request-supplied and unbounded otherwise.
-        self.user_agent = (self.user_agent or "")[:_MAX_USER_AGENT]
+        self.user_agent = bounded(self.user_agent or "", _MAX_USER_AGENT)
 
     def set_caller(self, caller: Caller) -> None:
         """Record who the token proved the caller to be."""
@@ -162,7 +182,7 @@ class AuditTrail:
                 if len(self._described) >= _DESCRIBED_TEXTS:
                     self._described.clear()  # simple and bounded; the next requests refill it
                 self._described[text] = described
-        event.items.append({"name": name[:253], **described})
+        event.items.append({"name": bounded(name, _MAX_ITEM_NAME), **described})
 
     def _describe(
         self, text: str, ciphertext: Ciphertext | LegacyCiphertext | None

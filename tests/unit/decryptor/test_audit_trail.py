@@ -9,6 +9,7 @@ import pytest
 
 from kamus_decryptor import audit
 from kamus_decryptor.audit import AuditEvent, AuditTrail
+from kamus_kms.auditchain import escape_unsafe
 
 
 @pytest.fixture
@@ -39,3 +40,12 @@ def test_an_events_time_is_when_its_attempt_ended(
         "server-id",
         "client-id",
     )
+
+
+@pytest.mark.parametrize("char", ["a", "\x9b", "\u202e", "\U000e0041"])
+def test_request_text_takes_no_more_room_in_the_audit_file_for_being_escaped(char: str) -> None:
+    # 256 C1 characters are 1,536 on disk once escaped: an anonymous caller's records would be
+    # six times the size of anyone else's.
+    event = AuditEvent("decrypt", "r", None, char * 1000)
+    assert 0 < len(escape_unsafe(event.user_agent or "")) <= 256
+    assert set(event.user_agent or "") == {char}
