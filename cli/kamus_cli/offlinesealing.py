@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -26,6 +27,21 @@ from kamus_kms.errors import ConfigurationError, KamusError
 from kamus_kms.scope import Scope
 
 Encrypter = Callable[[str, str, str], str]  # (secret, namespace, service account) -> ciphertext
+_FINGERPRINT = re.compile(r"[0-9a-f]{2}(:?[0-9a-f]{2}){31}")
+
+
+def expected_fingerprint(text: str) -> str:
+    """A SHA-256 fingerprint as 64 hex digits (colons between bytes allowed), lowercased.
+
+    Empty or malformed text is an error, never "no check": an unset shell variable
+    (``--expect-fingerprint "$FP"``) must not save whatever key the server sent.
+    """
+    digits = text.strip().lower()
+    if not _FINGERPRINT.fullmatch(digits):
+        raise argparse.ArgumentTypeError(
+            "expected a SHA-256 fingerprint: 64 hex digits, colons between bytes allowed"
+        )
+    return digits.replace(":", "")
 
 
 def add_sealing_key_argument(parser: argparse.ArgumentParser) -> None:
@@ -100,7 +116,9 @@ def register(
     parser.add_argument(
         "--expect-fingerprint",
         metavar="HEX",
-        help="refuse (exit 8) a key whose SHA-256 fingerprint is not this one",
+        type=expected_fingerprint,
+        help="refuse (exit 8) a key whose SHA-256 fingerprint is not this one (64 hex digits;"
+        " an empty or malformed value is a usage error)",
     )
     add_output_arguments(parser, "the key")
     parser.set_defaults(run=_run_sealing_key, parser=parser)
@@ -118,8 +136,8 @@ def _run_sealing_key(args: argparse.Namespace) -> None:
         key = offline.SealingPublicKey.parse(text)
     except ConfigurationError as exc:
         raise UnexpectedResponseError(f"the encryptor's sealing key is unusable: {exc}") from exc
-    expected = (args.expect_fingerprint or "").replace(":", "").strip().lower()
-    if expected and not hmac.compare_digest(expected, key.fingerprint):
+    expected: str | None = args.expect_fingerprint
+    if expected is not None and not hmac.compare_digest(expected, key.fingerprint):
         raise UnexpectedResponseError(
             f"the encryptor's sealing key has the fingerprint {key.fingerprint}, not the"
             " expected one: do not seal with it"
