@@ -50,6 +50,7 @@ PUBLIC_PREFIX = "kamus-sealing-key:v1:"
 KEY_ID_BYTES = 8
 DATA_KEY_BYTES = 32
 MAX_RECIPIENTS = 16
+_MLKEM_T_BYTES = 1152  # the ML-KEM-768 encapsulation key is t (1,152 bytes) then rho (32)
 _ENTRY_LEN = struct.Struct(">H")
 _CLUSTER = re.compile(r"[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?")
 _PUBLIC_TEXT = re.compile(
@@ -81,7 +82,11 @@ def _b64url(data: bytes) -> str:
 
 
 def _unb64url(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict unpadded base64url: only the canonical text of some bytes (one text per key)."""
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64url(data) != text:
+        raise ValueError("non-canonical base64url")
+    return data
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,12 @@ class SealingPublicKey:
             raise ConfigurationError("not a Kamus sealing key (unknown KEM or wrong length)")
         if self.cluster and not _CLUSTER.fullmatch(self.cluster):
             raise ConfigurationError("the sealing key's cluster name is not a valid name")
+        if self.kem == "MLKEM768-X25519" and not any(self.raw[:_MLKEM_T_BYTES]):
+            # ML-KEM accepts t = 0, but then its shared secret is readable by anyone: the
+            # "hybrid" would protect with X25519 only, against a quantum computer not at all.
+            raise ConfigurationError(
+                "not a valid MLKEM768-X25519 public key: its ML-KEM half is empty"
+            )
         try:
             self.hpke_key()
         except ValueError as exc:
@@ -129,7 +140,7 @@ class SealingPublicKey:
         try:
             raw = _unb64url(found["key"])
         except ValueError as exc:
-            raise ConfigurationError("the sealing key is not valid base64url") from exc
+            raise ConfigurationError("the sealing key is not canonical base64url") from exc
         return cls(found["kem"], raw, found["cluster"])
 
     def hpke_key(self) -> x25519.X25519PublicKey | hpke.MLKEM768X25519PublicKey:

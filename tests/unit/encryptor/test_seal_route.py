@@ -86,10 +86,10 @@ def test_without_other_keys_it_seals_for_this_cluster_and_answers_json_when_aske
         ({"sealing-keys": [42]}, "must be a list"),
         ({"sealing-keys": ["not a key"]}, '"sealing-keys"[0]: not a Kamus sealing key'),
         ({"sealing-keys": ["x"] * 16}, "at most 16"),
-        # Well formed, but no usable key: all zeros (X25519 refuses the point in the exchange)
-        # and bytes ML-KEM refuses outright.
+        # Well formed, but no usable key: all zeros (X25519 refuses the point in the exchange,
+        # Kamus an empty ML-KEM half) and bytes ML-KEM refuses outright.
         ({"sealing-keys": [ZERO_X25519]}, "not a usable public key"),
-        ({"sealing-keys": [ZERO_HYBRID]}, "not a usable public key"),
+        ({"sealing-keys": [ZERO_HYBRID]}, "its ML-KEM half is empty"),
         ({"sealing-keys": [BAD_HYBRID]}, "not a valid MLKEM768-X25519 public key"),
         ({"data": ""}, "nothing to encrypt"),
         ({"service-account": "default"}, "`default` service account"),

@@ -136,6 +136,33 @@ def test_a_malformed_public_key_file_is_refused(text: str) -> None:
         SealingPublicKey.parse(text)
 
 
+def _non_canonical(text: str) -> str:
+    """``text`` with the unused low bits of its last base64url character set: same bytes."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return text[:-1] + alphabet[alphabet.index(text[-1]) + 1]
+
+
+def _all_zero_ml_kem_half() -> str:
+    classic = SealingPrivateKey.generate("X25519").public_key().raw
+    return "kamus-sealing-key:v1:MLKEM768-X25519:prod:" + base64.urlsafe_b64encode(
+        bytes(1184) + classic
+    ).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _all_zero_ml_kem_half(),
+        _non_canonical(SealingPrivateKey.generate("X25519").public_key().text()),
+        _non_canonical(SealingPrivateKey.generate("MLKEM768-X25519").public_key().text()),
+    ],
+    ids=["all-zero-ml-kem-half", "non-canonical-x25519", "non-canonical-hybrid"],
+)
+def test_a_key_without_its_ml_kem_half_or_in_non_canonical_base64_is_refused(text: str) -> None:
+    with pytest.raises(ConfigurationError):
+        SealingPublicKey.parse(text)
+
+
 def test_private_sealing_keys_are_kept_sealed_by_the_provider() -> None:
     provider = LocalKeyringProvider(Keyring.generate())
     ring, public = SealingKeyring([]).with_new_key(provider, kem="X25519", cluster="prod")
