@@ -7,6 +7,12 @@ rewrap API with a token of its own scope (minted once per scope through the kube
 byte for byte. A file is rewritten only when all of its ciphertexts were rewrapped, atomically
 (temporary file and rename, same mode); a failure leaves it as it was, is reported, and the
 command ends with the failure's exit code after trying the other files.
+
+The decryptor's answer is written into YAML, JSON and env files, so it is trusted only as far as
+it proves itself: it must be the canonical text of a v1 ciphertext (the only form rewrap returns)
+for the scope that was sent, or a quote, space or comment from a hostile decryptor would become
+part of the file's structure. A symbolic link is written through to its target (the link stays);
+a file with several hard links is refused, since an atomic rename would split them.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kamus_cli.keyscan import LEGACY_TEXT, V1
-from kamus_client.errors import ClientError, InputError, OutputError
+from kamus_client.errors import ClientError, InputError, OutputError, UnexpectedResponseError
 from kamus_kms.ciphertext import Ciphertext
 from kamus_kms.errors import InvalidCiphertextError
 from kamus_kms.legacy import LegacyCiphertext
@@ -83,25 +89,53 @@ def rewrap_files(args: argparse.Namespace, rewrap: Rewrap) -> None:
 
 def _rewrap_file(path: Path, args: argparse.Namespace, rewrap: Rewrap) -> int:
     try:
-        data = path.read_bytes()
+        # The link's target is what the operator means to update; the link itself stays.
+        target = Path(os.path.realpath(path))
+        status = target.stat()
+        data = target.read_bytes()
         text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {path} as UTF-8 text") from exc
+    if status.st_nlink > 1:
+        raise InputError(
+            f"{path} has {status.st_nlink} hard links: replacing it atomically would leave the"
+            " other names with the old ciphertexts; rewrap a copy and move it over each name"
+        )
     selected = _selected(text, args)
     if not selected:
         return 0
     parts, position = [], 0
     for start, end, namespace, service_account in selected:
+        scope = (namespace or args.namespace, service_account or args.service_account)
+        if None in scope:
+            raise InputError(
+                "a legacy ciphertext names no scope: pass --namespace and --service-account"
+            )
         parts.append(text[position:start])
-        parts.append(rewrap(text[start:end], namespace, service_account))
+        parts.append(_checked(rewrap(text[start:end], namespace, service_account), scope))
         position = end
     parts.append(text[position:])
-    _replace(path, "".join(parts).encode("utf-8"))
+    _replace(target, "".join(parts).encode("utf-8"), status.st_mode & 0o7777)
     return len(selected)
 
 
-def _replace(path: Path, content: bytes) -> None:
-    mode = path.stat().st_mode & 0o7777
+def _checked(answer: str, scope: tuple[str | None, str | None]) -> str:
+    """``answer`` when it is exactly one canonical v1 ciphertext of ``scope``."""
+    try:
+        parsed = Ciphertext.parse(answer)
+    except InvalidCiphertextError:
+        parsed = None
+    if parsed is None or parsed.encode() != answer:
+        raise UnexpectedResponseError("the decryptor's answer is not one Kamus v1 ciphertext")
+    if (parsed.scope.namespace, parsed.scope.service_account) != scope:
+        raise UnexpectedResponseError(
+            f"the decryptor answered a ciphertext of {parsed.scope.namespace}/"
+            f"{parsed.scope.service_account}, not of {scope[0]}/{scope[1]}"
+        )
+    return answer
+
+
+def _replace(path: Path, content: bytes, mode: int) -> None:
     try:
         handle, temporary = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from canned_server import CannedServer, Recorded, Reply, error_reply
+from canned_server import CannedServer, Recorded, Reply, Responder, error_reply
 
 from kamus_cli.main import main
 from kamus_client.exitcodes import ExitCode
@@ -95,3 +95,78 @@ def test_nothing_selected_is_an_input_error(
     target = tmp_path / "f"
     target.write_text("x")
     assert main(args(decryptor, token, "--in-place", str(target)), {}) == ExitCode.INPUT
+
+
+def _hostile(answer: str) -> Responder:
+    """A decryptor that rewraps, then bends its answer with ``answer`` (``{new}`` is the text)."""
+
+    def reply(recorded: Recorded) -> Reply:
+        new = rewrapped(recorded).body
+        other = NEW.seal(b"other", Scope("team-z", "thief"))
+        return Reply(200, answer.format(new=new, other=other))
+
+    return reply
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param('{new}", injected: "yes', id="quote-ends-the-string-and-adds-a-key"),
+        pytest.param("{new} #comment", id="space-and-comment"),
+        pytest.param("{new}\rinjected: yes", id="carriage-return"),
+        pytest.param("{new}-v2", id="trailing-text-after-the-body"),
+        pytest.param("{other}", id="a-well-formed-ciphertext-of-another-scope"),
+        pytest.param("kamus:v1:local:team-a:api:k2:AAAA", id="too-short-to-be-a-ciphertext"),
+        pytest.param("kamus:C4gChhspnTa5yVqYmSitrg==:tr0Ke6OGUaUa8KZgMJg14g==", id="legacy-form"),
+    ],
+)
+def test_an_answer_that_is_not_a_ciphertext_of_the_same_scope_leaves_the_file_unchanged(
+    decryptor: CannedServer, token: Path, tmp_path: Path, answer: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    decryptor.otherwise = _hostile(answer)
+    values = tmp_path / "values.yaml"
+    values.write_text(f'app:\n  db: "{OLD.seal(b"one", Scope("team-a", "api"))}"\n')
+    before = values.read_bytes()
+
+    argv = args(decryptor, token, "--in-place", str(values), "--all")
+    assert main(argv, {}) == ExitCode.BAD_RESPONSE
+
+    assert values.read_bytes() == before
+    assert f"{values}: not changed" in capsys.readouterr().err
+
+
+def test_a_symbolic_link_is_written_through_to_its_target_and_stays_a_link(
+    decryptor: CannedServer, token: Path, tmp_path: Path
+) -> None:
+    decryptor.otherwise = rewrapped
+    (tmp_path / "shared").mkdir()
+    target = tmp_path / "shared" / "values.yaml"
+    target.write_text(f"db: {OLD.seal(b'one', Scope('team-a', 'api'))}\n")
+    target.chmod(0o640)
+    link = tmp_path / "values.yaml"
+    link.symlink_to(Path("shared") / "values.yaml")
+
+    assert main(args(decryptor, token, "--in-place", str(link), "--key", "k1"), {}) == 0
+
+    assert link.is_symlink()
+    assert ":k2:" in target.read_text()
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_hard_linked_file_is_refused_and_no_name_changes(
+    decryptor: CannedServer, token: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    decryptor.otherwise = rewrapped
+    first = tmp_path / "values.yaml"
+    first.write_text(f"db: {OLD.seal(b'one', Scope('team-a', 'api'))}\n")
+    second = tmp_path / "copy.yaml"
+    second.hardlink_to(first)
+    before = first.read_bytes()
+
+    assert main(args(decryptor, token, "--in-place", str(first), "--all"), {}) == ExitCode.INPUT
+
+    assert first.read_bytes() == second.read_bytes() == before
+    assert first.stat().st_ino == second.stat().st_ino
+    assert "hard links" in capsys.readouterr().err
+    assert decryptor.requests == []
