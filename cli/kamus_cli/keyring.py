@@ -94,8 +94,11 @@ def _retire(args: argparse.Namespace) -> None:
             keyring=None,
             sealing_keys=None,
         )
-        uses = [use for use in keyscan.run_scan(scan_args) if use.provider == "local"]
-        keyscan.refuse_if_used(uses, args.key_id, "; rewrap them first, or pass --force")
+        result = keyscan.run_scan(scan_args)
+        uses = [use for use in result.uses if use.provider == "local"]
+        keyscan.refuse_if_used(
+            uses, args.key_id, "; rewrap them first, or pass --force", result.skipped
+        )
     _save(keyring, args.file)
 
 

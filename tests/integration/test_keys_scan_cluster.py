@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -29,6 +30,12 @@ def test_the_configmaps_of_a_cluster_are_scanned_with_the_operators_credentials(
             "data": {"password": sealer.seal(b"x", Scope(namespace, service_account)),
                      "plain": "not a secret"},
         })  # fmt: skip
+    wrapped = sealer.seal(b"y", Scope("scan-b", "worker")).encode()
+    kube_apiserver.apply({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "app-binary", "namespace": "scan-b"},
+        "binaryData": {"password": base64.b64encode(wrapped).decode()},
+    })  # fmt: skip
     kubeconfig = tmp_path / "kubeconfig"
     kube_apiserver.write_kubeconfig(kubeconfig, kube_apiserver.admin_token)
 
@@ -39,10 +46,12 @@ def test_the_configmaps_of_a_cluster_are_scanned_with_the_operators_credentials(
     )  # fmt: skip
 
     assert finished.returncode == 10, finished.stderr
+    result = json.loads(finished.stdout)
     found = {(u["namespace"], u["service_account"]): u["places"]
-             for u in json.loads(finished.stdout)}  # fmt: skip
+             for u in result["uses"]}  # fmt: skip
+    assert result["skipped"] == []
     assert found == {
         ("scan-a", "api"): ["configmap/scan-a/app-encrypted"],
-        ("scan-b", "worker"): ["configmap/scan-b/app-encrypted"],
+        ("scan-b", "worker"): ["configmap/scan-b/app-binary", "configmap/scan-b/app-encrypted"],
     }
-    assert "is still used by 2 ciphertext(s)" in finished.stderr
+    assert "is still used by 3 ciphertext(s)" in finished.stderr
