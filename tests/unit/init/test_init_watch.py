@@ -19,7 +19,9 @@ import pytest
 from canned_server import CannedServer, error_reply
 from configmap_mounts import PREFIX, configmap_folder, echo, kubelet_update
 
-from kamus_init.main import decrypt_and_render
+from kamus_client.errors import OutputError
+from kamus_client.exitcodes import ExitCode
+from kamus_init.main import decrypt_and_render, main
 from kamus_init.settings import load_settings
 from kamus_init.snapshots import PREVIOUS_KEPT_SECONDS, prune, publish
 from kamus_init.watch import watch
@@ -112,8 +114,9 @@ def test_readers_never_see_a_mixed_or_partial_set_while_the_configmap_changes(
     # The visible names follow ..data: the app reads plain paths.
     assert (decrypted / "api-key").read_text() == "gen6-api-key"
     assert oct((decrypted / "..data").lstat().st_mode)[-3:] == "777"  # a symlink
-    # The current snapshot and the one it replaced (for readers that resolved ..data before).
-    assert len([p for p in decrypted.iterdir() if p.name.startswith("..2")]) == 2
+    # The current snapshot and those replaced less than a few seconds ago (for readers that
+    # resolved ..data before), here all of them.
+    assert len([p for p in decrypted.iterdir() if p.name.startswith("..2")]) == 6
 
 
 def test_a_failure_keeps_the_last_files_and_a_later_change_recovers(
@@ -191,3 +194,101 @@ def test_a_replaced_snapshot_is_removed_a_few_seconds_after_the_switch(tmp_path:
     assert snapshots() == [os.readlink(target / "..data")]
     assert (target / "password").read_text() == "new"
     prune(tmp_path / "never-published")  # nothing to do, no error
+
+
+def read_errors_until(capfd: pytest.CaptureFixture[str], condition: Callable[[str], bool]) -> str:
+    """Standard error gathered until ``condition`` holds for it (or 10 s)."""
+    err = ""
+    deadline = time.monotonic() + 10
+    while not condition(err):
+        assert time.monotonic() < deadline, f"timed out: {err!r}"
+        err += capfd.readouterr().err
+        time.sleep(0.01)
+    return err
+
+
+def entries(decrypted: Path) -> dict[str, str]:
+    """Everything in the output folder: a link's target, else ``dir`` or ``file``."""
+    return {
+        path.name: os.readlink(path) if path.is_symlink() else "dir" if path.is_dir() else "file"
+        for path in decrypted.iterdir()
+    }
+
+
+def test_a_failed_update_leaves_exactly_the_previous_snapshot_and_nothing_else(
+    mounts: tuple[Path, Path, Path],
+    sidecar: tuple[threading.Event, list[str]],
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    encrypted, _, decrypted = mounts
+    before = entries(decrypted)
+    (decrypted / "blocker").mkdir()  # a folder where the new key's link must go
+    kubelet_update(encrypted, generation(2, (*KEYS, "blocker")))
+    err = read_errors_until(capfd, lambda err: err.count("the last published files are kept") >= 3)
+
+    assert entries(decrypted) == {**before, "blocker": "dir"}
+    assert snapshot(decrypted)["db-password"] == "gen1-db-password"
+    assert "gen2" not in err
+
+
+def test_a_switch_that_fails_halfway_is_rolled_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "decrypted"
+    publish(target, {"a": b"old"}, mode=0o400)
+    before = entries(target)
+    replace = os.replace
+
+    def failing(source: str | Path, destination: str | Path) -> None:
+        if Path(destination).name == "b":
+            raise OSError(28, "No space left on device")
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OutputError):
+        publish(target, {"a": b"new", "b": b"new"}, mode=0o400)
+
+    assert entries(target) == before
+    assert (target / "a").read_text() == "old"
+
+
+def test_a_failed_first_publication_leaves_nothing(
+    mounts: tuple[Path, Path, Path],
+    decryptor: CannedServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    encrypted, token, decrypted = mounts
+    (decrypted / "api-key").mkdir(parents=True)
+    environ = {"KAMUS_URL": decryptor.url, "TOKEN_FILE_PATH": str(token / "token")}
+    argv = ["-e", str(encrypted), "-d", str(decrypted), "-f", "files", "--watch"]
+
+    assert main(argv, environ) == ExitCode.OUTPUT
+
+    assert entries(decrypted) == {"api-key": "dir"}
+    assert "gen1" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("length", [243, 255])
+def test_a_key_of_up_to_255_bytes_is_published(tmp_path: Path, length: int) -> None:
+    target = tmp_path / "decrypted"
+    name = "k" * length
+
+    publish(target, {name: b"secret"}, mode=0o400)
+
+    assert (target / name).read_text() == "secret"
+    assert sorted(entries(target)) == sorted([name, "..data", os.readlink(target / "..data")])
+
+
+def test_every_snapshot_replaced_within_the_grace_period_stays(tmp_path: Path) -> None:
+    target = tmp_path / "decrypted"
+    for number in range(4):  # faster than the grace period: a --watch-interval under 5 s
+        publish(target, {"password": f"v{number}".encode()}, mode=0o400)
+
+    def snapshots_of() -> list[str]:
+        return [p.name for p in target.iterdir() if p.name.startswith("..2")]
+
+    assert len(snapshots_of()) == 4
+    prune(target)
+    assert len(snapshots_of()) == 4
+    prune(target, now=lambda: time.time() + PREVIOUS_KEPT_SECONDS + 1)
+    assert snapshots_of() == [os.readlink(target / "..data")]
