@@ -65,7 +65,7 @@ def check_file_name(name: str) -> str:
 def render_files(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, bytes]:
     """One file per item, named by the item: the plaintext, a JSON object or array compacted."""
     return {
-        check_file_name(name): stringify_if_json(value).encode("utf-8")
+        check_file_name(name): stringify_if_json(value, name).encode("utf-8")
         for name, value in plaintexts.items()
     }
 
@@ -78,11 +78,11 @@ def render_json(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, by
     """
     lines = []
     for index, (name, plaintext) in enumerate(plaintexts.items()):
-        ok, value = parsed_json(plaintext)
+        ok, value = parsed_json(plaintext, name)
         # Kamus embedded objects and arrays as JSON; everything else as a string (Kamus did not
         # escape it, so a quote broke the file: we do).
         text = (
-            compact_json(value)
+            compact_json(value, name)
             if ok and isinstance(value, dict | list)
             else compact_json(plaintext)
         )
@@ -120,7 +120,9 @@ def _cfg_line(name: str, value: str, spec: OutputSpec, *, quoted: bool = False) 
 
 def render_cfg(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, bytes]:
     """Kamus's cfg.ejs: ``name=value`` lines, JSON objects and arrays compacted to one line."""
-    lines = (_cfg_line(name, stringify_if_json(value), spec) for name, value in plaintexts.items())
+    lines = (
+        _cfg_line(name, stringify_if_json(value, name), spec) for name, value in plaintexts.items()
+    )
     return _single(spec, "".join(lines))
 
 
@@ -128,14 +130,14 @@ def render_cfg_strict(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[s
     """Kamus's cfg-strict.ejs: like cfg, but strings in double quotes (not escaped, as Kamus)."""
     lines = []
     for name, plaintext in plaintexts.items():
-        ok, value = parsed_json(plaintext)
+        ok, value = parsed_json(plaintext, name)
         if not ok:
             lines.append(_cfg_line(name, plaintext, spec, quoted=True))
         elif isinstance(value, str):
             # Kamus's client had already unquoted a JSON string plaintext before quoting it again.
             lines.append(_cfg_line(name, value, spec, quoted=True))
         elif isinstance(value, dict | list):
-            lines.append(_cfg_line(name, compact_json(value), spec))
+            lines.append(_cfg_line(name, compact_json(value, name), spec))
         else:
             lines.append(_cfg_line(name, plaintext.strip(), spec))
     return _single(spec, "".join(lines))

@@ -310,3 +310,30 @@ def test_raw_cfg_values_are_written_as_kamus_did(
     assert main(argv, environ) == 0
 
     assert (decrypted / "config.cfg").read_text() == line
+
+
+DEEP_JSON = {
+    "array": "[" * 3000 + "]" * 3000,
+    "object": '{"a":' * 1200 + "1" + "}" * 1200,
+}
+
+
+@pytest.mark.parametrize("output_format", ["files", "json", "cfg", "cfg-strict"])
+@pytest.mark.parametrize("plaintext", DEEP_JSON.values(), ids=DEEP_JSON.keys())
+def test_a_deeply_nested_json_plaintext_is_a_clear_input_error(
+    tmp_path: Path,
+    decrypted: Path,
+    environ: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    output_format: str,
+    plaintext: str,
+) -> None:
+    folder = configmap_folder(tmp_path / "cm", {"deep": PREFIX + plaintext})
+
+    assert main(["-e", str(folder), "-d", str(decrypted), "-f", output_format], environ) == 3
+
+    assert list(decrypted.iterdir()) == []
+    err = capsys.readouterr().err
+    assert "the value of 'deep' is JSON nested too deeply" in err
+    assert "bug" not in err
+    assert "[[" not in err

@@ -292,3 +292,20 @@ def test_every_snapshot_replaced_within_the_grace_period_stays(tmp_path: Path) -
     assert len(snapshots_of()) == 4
     prune(target, now=lambda: time.time() + PREVIOUS_KEPT_SECONDS + 1)
     assert snapshots_of() == [os.readlink(target / "..data")]
+
+
+def test_a_deeply_nested_json_plaintext_keeps_the_sidecar_and_its_files(
+    mounts: tuple[Path, Path, Path],
+    sidecar: tuple[threading.Event, list[str]],
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    encrypted, _, decrypted = mounts
+    _, published = sidecar
+    kubelet_update(encrypted, {**generation(2), "deep": PREFIX + "[" * 3000 + "]" * 3000})
+    err = read_errors_until(capfd, lambda err: "the last published files are kept" in err)
+
+    assert "nested too deeply" in err
+    assert "bug" not in err
+    assert snapshot(decrypted)["db-password"] == "gen1-db-password"
+    kubelet_update(encrypted, generation(3))
+    wait_for(lambda: published[-1] == "gen3-db-password")
