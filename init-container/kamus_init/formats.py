@@ -26,6 +26,10 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Characters that mean the same bare in POSIX sh, bash and docker's --env-file: a value made only
 # of these is written unquoted, so every reader sees exactly the same bytes.
 _ENV_BARE = re.compile(r"[A-Za-z0-9_@%+=:,./-]*")
+# Line breaks and other control characters (C0 but the tab, DEL, C1, U+2028, U+2029) and lone
+# surrogates: what cannot stay on one line or be written as UTF-8. Spaces such as U+00A0 and
+# U+3000 are printable text and go single-quoted.
+_ENV_REFUSED = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 class OutputSpec:
@@ -93,6 +97,19 @@ def render_json(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, by
 
 # Characters that end a line for some reader of a cfg file (Python's splitlines() among them).
 _LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+# The characters of a ConfigMap key: a cfg name of others may start a line, a comment or a section,
+# or (with "=") set another key. Names from --encrypted-file are not ConfigMap keys until checked.
+_CFG_NAME = re.compile(r"[-._A-Za-z0-9]+")
+
+
+def _check_cfg_names(plaintexts: Mapping[str, str]) -> None:
+    invalid = [name for name in plaintexts if not _CFG_NAME.fullmatch(name)]
+    if invalid:
+        listed = ", ".join(repr(name) for name in invalid)
+        raise InputError(
+            f"{listed} cannot be cfg names (letters, digits, '-', '_' and '.', as in a ConfigMap"
+            " key; --raw-cfg-values does not change that); rename the keys or use another format"
+        )
 
 
 def _cfg_line(name: str, value: str, spec: OutputSpec, *, quoted: bool = False) -> str:
@@ -120,6 +137,7 @@ def _cfg_line(name: str, value: str, spec: OutputSpec, *, quoted: bool = False) 
 
 def render_cfg(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, bytes]:
     """Kamus's cfg.ejs: ``name=value`` lines, JSON objects and arrays compacted to one line."""
+    _check_cfg_names(plaintexts)
     lines = (
         _cfg_line(name, stringify_if_json(value, name), spec) for name, value in plaintexts.items()
     )
@@ -128,6 +146,7 @@ def render_cfg(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, byt
 
 def render_cfg_strict(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, bytes]:
     """Kamus's cfg-strict.ejs: like cfg, but strings in double quotes (not escaped, as Kamus)."""
+    _check_cfg_names(plaintexts)
     lines = []
     for name, plaintext in plaintexts.items():
         ok, value = parsed_json(plaintext, name)
@@ -160,7 +179,7 @@ def render_env(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, byt
             " with a digit); rename the keys or use another format"
         )
     for name, value in plaintexts.items():
-        if any(not ch.isprintable() and ch != "\t" for ch in value):
+        if _ENV_REFUSED.search(value):
             # A line break would let the rest of the value read as more variables in docker's
             # --env-file; other control characters do not survive a shell either.
             raise InputError(
@@ -171,12 +190,30 @@ def render_env(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, byt
     return _single(spec, "".join(lines))
 
 
+_YAML_ESCAPED = frozenset("\x85\u2028\u2029")
+
+
 def render_yaml(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, bytes]:
     """One YAML mapping ``{name: plaintext}``, every value a string (yaml.safe_dump)."""
     import yaml  # noqa: PLC0415 - only this format pays for it (about 35 ms)
 
-    text = yaml.safe_dump(
-        dict(plaintexts), default_flow_style=False, allow_unicode=True, sort_keys=False, width=2**30
+    class Dumper(yaml.SafeDumper):
+        """SafeDumper writing a string with a Unicode line break double-quoted (escaped)."""
+
+    def represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        # Unquoted or single-quoted, PyYAML writes U+0085 as a raw line break, which a reader
+        # folds into a space: "a\x85EVIL=1" would read back "a EVIL=1".
+        style = '"' if any(ch in _YAML_ESCAPED for ch in value) else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, represent_str)
+    text = yaml.dump(
+        dict(plaintexts),
+        Dumper=Dumper,
+        default_flow_style=False,
+        allow_unicode=True,
+        sort_keys=False,
+        width=2**30,
     )
     return _single(spec, text)
 

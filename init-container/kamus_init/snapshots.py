@@ -42,7 +42,7 @@ def publish(
     with ``directory`` left as it was."""
     created = not directory.exists()
     try:
-        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create the output folder {directory}: {exc.strerror}") from exc
     for name in files:

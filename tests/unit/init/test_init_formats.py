@@ -312,6 +312,48 @@ def test_raw_cfg_values_are_written_as_kamus_did(
     assert (decrypted / "config.cfg").read_text() == line
 
 
+@pytest.mark.parametrize(
+    "value", ["a\x85EVIL=1", "a\u2028EVIL=1", "a\u2029EVIL=1", "a\ufeffb", " \x85 "]
+)
+def test_yaml_format_reads_back_unicode_line_breaks_exactly(value: str) -> None:
+    plaintexts = {"key": value, "other": "plain"}
+
+    text = render_yaml(plaintexts, OutputSpec(file_name="out.yaml"))["out.yaml"].decode()
+
+    assert yaml.safe_load(text) == plaintexts
+    assert text.endswith("other: plain\n")
+
+
+@pytest.mark.parametrize("value", ["a\xa0b", "a\u3000b", "caf\xe9 \u2003x"])
+def test_env_format_writes_unicode_spaces_single_quoted(value: str) -> None:
+    text = render_env({"KEY": value}, OutputSpec(file_name="app.env"))["app.env"].decode()
+
+    assert text == f"KEY='{value}'\n"
+
+
+@pytest.mark.parametrize("output_format", ["cfg", "cfg-strict"])
+@pytest.mark.parametrize("name", ["a\nadmin", "a\radmin", "a=admin", "a\u2028admin", "#a", "[a]"])
+def test_a_cfg_name_from_an_encrypted_file_that_would_add_keys_is_refused(
+    tmp_path: Path,
+    decrypted: Path,
+    environ: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    output_format: str,
+    name: str,
+) -> None:
+    source = tmp_path / "secrets.json"
+    source.write_text(json.dumps({"ok": PREFIX + "fine", name: PREFIX + "SENTINEL"}))
+    argv = ["--encrypted-file", str(source), "-d", str(decrypted), "-f", output_format]
+
+    assert main(argv, environ) == ExitCode.INPUT
+    assert main([*argv, "--raw-cfg-values"], environ) == ExitCode.INPUT
+
+    assert list(decrypted.iterdir()) == []
+    err = capsys.readouterr().err
+    assert "cannot be cfg names" in err
+    assert "SENTINEL" not in err
+
+
 DEEP_JSON = {
     "array": "[" * 3000 + "]" * 3000,
     "object": '{"a":' * 1200 + "1" + "}" * 1200,

@@ -294,6 +294,37 @@ def test_every_snapshot_replaced_within_the_grace_period_stays(tmp_path: Path) -
     assert snapshots_of() == [os.readlink(target / "..data")]
 
 
+def test_the_output_folder_is_created_with_mode_0700(tmp_path: Path) -> None:
+    target = tmp_path / "decrypted"
+
+    publish(target, {"password": b"x"}, mode=0o400)
+
+    assert target.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_refused_ciphertext_is_retried_with_exponential_backoff(
+    mounts: tuple[Path, Path, Path],
+    sidecar: tuple[threading.Event, list[str]],
+    decryptor: CannedServer,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    encrypted, _, _ = mounts
+    _, published = sidecar
+    decryptor.otherwise = error_reply(403, "scope_mismatch", "not yours")
+    kubelet_update(encrypted, generation(2))
+    wait_for(lambda: len(decryptor.requests) >= 2)
+    first = len(decryptor.requests)
+    time.sleep(1.5)  # 30 intervals of 0.05 s
+
+    # 0.05, 0.1, 0.2, 0.4, 0.8 s apart: about 4 more, not 30.
+    assert len(decryptor.requests) - first <= 6
+    assert "next try in" in capfd.readouterr().err
+    # A change is tried at once.
+    decryptor.otherwise = echo
+    kubelet_update(encrypted, generation(3))
+    wait_for(lambda: published[-1] == "gen3-db-password", seconds=2)
+
+
 def test_a_deeply_nested_json_plaintext_keeps_the_sidecar_and_its_files(
     mounts: tuple[Path, Path, Path],
     sidecar: tuple[threading.Event, list[str]],
