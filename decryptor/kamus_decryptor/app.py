@@ -250,7 +250,9 @@ class Decryptor:
         keys = self._sealing_keys
         if keys is None:
             # UnavailableError (a KMS outage) propagates as 503 and the next request tries again.
-            keys = self._sealing_keys = self._sealing.opener(self.sealer.provider)
+            keys = self._sealing_keys = self._sealing.opener(
+                self.sealer.provider, cluster=self.settings.cluster_name
+            )
         return keys
 
     def open_bytes(self, ciphertext: Parsed, caller: Caller) -> bytes:

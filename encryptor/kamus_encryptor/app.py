@@ -66,7 +66,8 @@ def sealing_key() -> Response:
         raise NotFoundError(
             "this Kamus has no sealing key (KAMUS_SEALING_KEYS); encrypt through the API instead"
         )
-    return Response(encryptor.sealing.active.public.text() + "\n", content_type=_TEXT)
+    public = encryptor.sealing.published(encryptor.settings.cluster_name)
+    return Response(public.text() + "\n", content_type=_TEXT)
 
 
 def _secret_and_scope(body: dict[str, Any], settings: Settings) -> tuple[bytes, Scope]:
@@ -144,7 +145,8 @@ def seal() -> Response:
             )
         body = read_json_object(request)
         secret, scope = _secret_and_scope(body, encryptor.settings)
-        recipients = [encryptor.sealing.active.public, *_other_clusters(body)]
+        here = encryptor.sealing.published(encryptor.settings.cluster_name)
+        recipients = [here, *_other_clusters(body)]
         ciphertext = offline.seal(
             secret, scope, recipients,
             max_plaintext=encryptor.settings.max_plaintext_bytes,

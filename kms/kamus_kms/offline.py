@@ -5,18 +5,24 @@ A v1 ciphertext whose provider is ``sealed`` (docs/FORMAT.md, "Sealed offline"):
     kamus:v1:sealed:<namespace>:<service-account>:<recipient key ids joined by "+">:<body>
 
 The body is the v1 body: ``u16be(len(wrapped)) || wrapped || nonce || AES-256-GCM || tag``, the
-padded plaintext sealed under a fresh random data key with the header as associated data. The
-``wrapped`` part holds the data key once per recipient cluster, each with HPKE (RFC 9180, base
-mode, single shot) to that cluster's public sealing key, with the header as HPKE ``info``::
+padded plaintext sealed under a fresh random data key. The ``wrapped`` part, the envelope, holds the
+data key once per recipient cluster, each with HPKE (RFC 9180, base mode, single shot) to that
+cluster's public sealing key. ``seal`` writes the bound form::
 
-    u8(count) || count x ( key id (8 bytes) || u16be(len(hpke)) || hpke = enc || AEAD(data key) )
+    0x00 0x02 || u8(count) || count x ( key id (8 bytes) || u16be(len(hpke)) || hpke )
+    HPKE info   = header || 0x00 "cluster:" <the recipient key's cluster name>
+    AES-GCM AAD = header || 0x00 "envelope:" || the whole envelope
+
+so every byte of the ciphertext is authenticated, and each recipient opens only under the
+cluster name (KAMUS_CLUSTER_NAME) its key was published with. The first form, ``u8(count) ||
+entries`` with the header alone as HPKE info and AAD, is still opened (committed ciphertexts must
+open forever), bound to no cluster. Either envelope is read only exactly as sealed: the header's
+recipients, once each, in order.
 
 Suite: the KEM of the recipient key, HKDF-SHA256, AES-256-GCM. The default KEM is the
 post-quantum hybrid ML-KEM-768 + X25519 (``MLKEM768-X25519``, X-Wing): ciphertexts committed to git
 live for years, and a recorded one must not open when a quantum computer arrives; X25519 alone is
-an option. The header (so the scope and the recipients) is authenticated twice, by every HPKE
-opening and by the AES-GCM tag: a changed namespace, service account or recipient list opens
-nowhere. A cluster opens the ciphertext only with the private key of one of its recipient ids.
+an option. A cluster opens the ciphertext only with the private key of one of its recipient ids.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ PUBLIC_PREFIX = "kamus-sealing-key:v1:"
 KEY_ID_BYTES = 8
 DATA_KEY_BYTES = 32
 MAX_RECIPIENTS = 16
+# Leads the envelope of the second (bound) form; the first form's starts with its count, never 0.
+BOUND_FORM = b"\x00\x02"
 _MLKEM_T_BYTES = 1152  # the ML-KEM-768 encapsulation key is t (1,152 bytes) then rho (32)
 _ENTRY_LEN = struct.Struct(">H")
 _CLUSTER = re.compile(r"[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?")
@@ -215,6 +223,16 @@ def header_for(scope: Scope, recipients: Sequence[SealingPublicKey]) -> str:
     return header_text(PROVIDER, scope, "+".join(key.key_id for key in recipients))
 
 
+def _hpke_info(header: bytes, cluster: str) -> bytes:
+    """HPKE ``info`` of a bound entry: the header and the recipient's cluster name."""
+    return header + b"\x00cluster:" + cluster.encode("ascii")
+
+
+def _envelope_aad(header: bytes, wrapped: bytes) -> bytes:
+    """AES-GCM associated data of the bound form: the header and every byte of the envelope."""
+    return header + b"\x00envelope:" + wrapped
+
+
 def seal(
     plaintext: bytes,
     scope: Scope,
@@ -224,7 +242,8 @@ def seal(
     padding_bucket: int = 32,
     random: Callable[[int], bytes] = os.urandom,
 ) -> str:
-    """The sealed ciphertext of ``plaintext`` for ``scope``, openable by each recipient cluster."""
+    """The sealed ciphertext of ``plaintext`` for ``scope``, openable by each recipient cluster
+    (the cluster its sealing key names, and no other)."""
     unique = {key.key_id: key for key in recipients}
     keys = [unique[key_id] for key_id in sorted(unique)]
     if not keys:
@@ -239,10 +258,11 @@ def seal(
         )
     header = header_for(scope, keys).encode("ascii")
     data_key = random(DATA_KEY_BYTES)
-    wrapped = bytes([len(keys)])
+    wrapped = BOUND_FORM + bytes([len(keys)])
     for key in keys:
+        info = _hpke_info(header, key.cluster)
         try:
-            encapsulated = KEMS[key.kem].suite.encrypt(data_key, key.hpke_key(), info=header)
+            encapsulated = KEMS[key.kem].suite.encrypt(data_key, key.hpke_key(), info=info)
         except ValueError as exc:
             # A point X25519 refuses only in the exchange (all zeros, low order).
             raise InvalidRequestError(
@@ -250,36 +270,58 @@ def seal(
             ) from exc
         wrapped += bytes.fromhex(key.key_id) + _ENTRY_LEN.pack(len(encapsulated)) + encapsulated
     nonce = random(NONCE_BYTES)
-    sealed = AESGCM(data_key).encrypt(nonce, pad(plaintext, padding_bucket), header)
+    padded = pad(plaintext, padding_bucket)
+    sealed = AESGCM(data_key).encrypt(nonce, padded, _envelope_aad(header, wrapped))
     return Ciphertext(PROVIDER, scope, "+".join(k.key_id for k in keys), wrapped, nonce,
                       sealed).encode()  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """The parsed ``wrapped`` part of a sealed ciphertext."""
+
+    bound: bool  # the second form: the envelope authenticated, each entry bound to a cluster
+    entries: dict[str, bytes]  # key id -> HPKE ciphertext, in header order
+
+
+def envelope_of(ciphertext: Ciphertext) -> Envelope:
+    """The envelope of a sealed ciphertext; InvalidCiphertextError unless it is exactly the one
+    ``seal`` writes for the header's recipients (each once, in order, nothing more)."""
+    wrapped = ciphertext.wrapped_key
+    if ciphertext.provider != PROVIDER:
+        raise InvalidCiphertextError
+    bound = wrapped.startswith(BOUND_FORM)
+    position = len(BOUND_FORM) if bound else 0
+    ids = ciphertext.key_id.split("+")
+    # Sorted and unique: the first form's envelope was not authenticated, so only the one
+    # encoding seal ever wrote is read, and an edited copy of it opens nowhere.
+    if position >= len(wrapped) or wrapped[position] != len(ids) or ids != sorted(set(ids)):
+        raise InvalidCiphertextError
+    position += 1
+    entries = {}
+    for key_id in ids:
+        end = position + KEY_ID_BYTES + _ENTRY_LEN.size
+        if end > len(wrapped) or wrapped[position : position + KEY_ID_BYTES].hex() != key_id:
+            raise InvalidCiphertextError
+        (length,) = _ENTRY_LEN.unpack_from(wrapped, position + KEY_ID_BYTES)
+        entries[key_id] = wrapped[end : end + length]
+        position = end + length
+    if position != len(wrapped):
+        raise InvalidCiphertextError
+    return Envelope(bound, entries)
+
+
 def recipients_of(ciphertext: Ciphertext) -> dict[str, bytes]:
     """``{key id: HPKE ciphertext}`` of a sealed ciphertext; InvalidCiphertextError if malformed."""
-    wrapped = ciphertext.wrapped_key
-    if ciphertext.provider != PROVIDER or not wrapped:
-        raise InvalidCiphertextError
-    count, position, found = wrapped[0], 1, {}
-    for _ in range(count):
-        key_id = wrapped[position : position + KEY_ID_BYTES].hex()
-        position += KEY_ID_BYTES
-        if position + _ENTRY_LEN.size > len(wrapped):
-            raise InvalidCiphertextError
-        (length,) = _ENTRY_LEN.unpack_from(wrapped, position)
-        position += _ENTRY_LEN.size
-        found[key_id] = wrapped[position : position + length]
-        position += length
-    if position != len(wrapped) or not count or sorted(found) != ciphertext.key_id.split("+"):
-        raise InvalidCiphertextError
-    return found
+    return envelope_of(ciphertext).entries
 
 
 class SealingKeys:
     """The private sealing keys a decryptor opens with, by key id (decrypt-only ones included)."""
 
-    def __init__(self, keys: Iterable[SealingPrivateKey]) -> None:
+    def __init__(self, keys: Iterable[SealingPrivateKey], *, cluster: str = "") -> None:
         self._keys = {key.public_key().key_id: key for key in keys}
+        self._cluster = cluster
 
     def __bool__(self) -> bool:
         return bool(self._keys)
@@ -291,13 +333,20 @@ class SealingKeys:
                 f"the ciphertext is for {ciphertext.scope}, not for the caller's {caller}"
             )
         header = ciphertext.associated_data
-        for key_id, encapsulated in recipients_of(ciphertext).items():
+        envelope = envelope_of(ciphertext)
+        if envelope.bound:
+            info = _hpke_info(header, self._cluster)
+            associated = _envelope_aad(header, ciphertext.wrapped_key)
+        else:  # the first form: opens in any cluster holding the key (docs/FORMAT.md)
+            info = associated = header
+        for key_id, encapsulated in envelope.entries.items():
             key = self._keys.get(key_id)
             if key is None:
                 continue
-            data_key = key.open_data_key(encapsulated, header)
+            data_key = key.open_data_key(encapsulated, info)
             try:
-                return unpad(AESGCM(data_key).decrypt(ciphertext.nonce, ciphertext.sealed, header))
+                padded = AESGCM(data_key).decrypt(ciphertext.nonce, ciphertext.sealed, associated)
             except InvalidTag as exc:
                 raise InvalidCiphertextError from exc
+            return unpad(padded)
         raise InvalidCiphertextError  # sealed for other clusters only

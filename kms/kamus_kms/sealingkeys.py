@@ -135,8 +135,13 @@ class SealingKeyring:
         return SealingKeyring([replace(e, state="retired") if e.id == key_id else e
                                for e in self.entries])  # fmt: skip
 
-    def opener(self, provider: KeyProvider) -> SealingKeys:
-        """The private keys the decryptor opens with (every key not retired)."""
-        return SealingKeys(
-            unprotect(entry, provider) for entry in self.entries if entry.state != "retired"
-        )
+    def opener(self, provider: KeyProvider, *, cluster: str = "") -> SealingKeys:
+        """The private keys the decryptor of ``cluster`` (KAMUS_CLUSTER_NAME) opens with: every
+        key not retired, for the ciphertexts sealed to this cluster's name."""
+        keys = (unprotect(entry, provider) for entry in self.entries if entry.state != "retired")
+        return SealingKeys(keys, cluster=cluster)
+
+    def published(self, cluster: str) -> SealingPublicKey:
+        """The active public key as the encryptor of ``cluster`` (KAMUS_CLUSTER_NAME) serves it:
+        named for that cluster, which its ciphertexts are bound to (not the document's label)."""
+        return replace(self.active.public, cluster=cluster)

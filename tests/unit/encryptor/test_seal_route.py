@@ -35,15 +35,16 @@ BODY = {"data": "multi-cluster secret", "namespace": "team-s", "service-account"
 class Cluster:
     """This encryptor's cluster: its keyring and sealing keys."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "prod-eu") -> None:
         self.keyring = Keyring.generate()
+        self.name = name
         provider = LocalKeyringProvider(self.keyring)
         self.ring, _ = SealingKeyring([]).with_new_key(provider, kem="X25519", cluster="prod-eu")
-        self.opener = self.ring.opener(provider)
+        self.opener = self.ring.opener(provider, cluster=name)
 
     def client(self) -> FlaskClient:
         settings = Settings(service="encryptor", keyring=self.keyring.to_json(),
-                            sealing_keys=self.ring.dumps())  # fmt: skip
+                            sealing_keys=self.ring.dumps(), cluster_name=self.name)  # fmt: skip
         return create_app(settings).test_client()
 
 
@@ -61,13 +62,26 @@ def test_one_ciphertext_opens_here_and_in_each_given_cluster_and_nowhere_else() 
     ciphertext = Ciphertext.parse(text)
     assert text.startswith("kamus:v1:sealed:team-s:app:")
     assert ciphertext.key_id.count("+") == 1  # two recipients, named in the header
-    for opener in (here.opener, SealingKeys([us])):
+    for opener in (here.opener, SealingKeys([us], cluster="prod-us")):
         assert opener.open(ciphertext, SCOPE) == b"multi-cluster secret"
     with pytest.raises(ScopeMismatchError):
         here.opener.open(ciphertext, Scope("team-s", "intruder"))
     elsewhere = SealingKeys([SealingPrivateKey.generate("X25519", cluster="other")])
     with pytest.raises(InvalidCiphertextError):
         elsewhere.open(ciphertext, SCOPE)
+
+
+def test_the_published_key_and_its_ciphertexts_name_this_cluster_not_the_documents_label() -> None:
+    # The sealing-keys document says prod-eu (it is shared); this cluster is prod-us.
+    here = Cluster("prod-us")
+    client = here.client()
+    published = client.get("/api/v1/sealing-key").get_data(as_text=True)
+    assert published.startswith("kamus-sealing-key:v1:X25519:prod-us:")
+    ciphertext = Ciphertext.parse(_seal(client, BODY).get_data(as_text=True))
+    assert here.opener.open(ciphertext, SCOPE) == b"multi-cluster secret"
+    named_in_the_document = here.ring.opener(LocalKeyringProvider(here.keyring), cluster="prod-eu")
+    with pytest.raises(InvalidCiphertextError):
+        named_in_the_document.open(ciphertext, SCOPE)
 
 
 def test_without_other_keys_it_seals_for_this_cluster_and_answers_json_when_asked() -> None:

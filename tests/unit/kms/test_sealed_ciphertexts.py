@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +38,37 @@ def _vector_key(name: str) -> SealingPrivateKey:
     return SealingPrivateKey(key["kem"], base64.b64decode(key["private"]), key["cluster"])
 
 
-@pytest.mark.parametrize("vector", VECTORS["vectors"], ids=lambda v: "+".join(v["recipients"]))
+def _vector_id(vector: dict[str, Any]) -> str:
+    return f"{vector.get('form', 'first')}:{'+'.join(vector['recipients'])}"
+
+
+@pytest.mark.parametrize("vector", VECTORS["vectors"], ids=_vector_id)
 def test_committed_vectors_open_in_each_recipient_cluster_only(vector: dict[str, Any]) -> None:
     ciphertext = Ciphertext.parse(vector["ciphertext"])
     scope = Scope(vector["namespace"], vector["service_account"])
     for name in VECTORS["keys"]:
-        keys = SealingKeys([_vector_key(name)])
+        keys = SealingKeys([_vector_key(name)], cluster=VECTORS["keys"][name]["cluster"])
         if name in vector["recipients"]:
             assert keys.open(ciphertext, scope).decode() == vector["plaintext"]
         else:
             with pytest.raises(InvalidCiphertextError):
                 keys.open(ciphertext, scope)
+
+
+@pytest.mark.parametrize("vector", VECTORS["vectors"], ids=_vector_id)
+def test_committed_vectors_open_under_another_cluster_name_in_the_first_form_only(
+    vector: dict[str, Any],
+) -> None:
+    ciphertext = Ciphertext.parse(vector["ciphertext"])
+    scope = Scope(vector["namespace"], vector["service_account"])
+    for name in vector["recipients"]:
+        for cluster in ("", "elsewhere"):
+            keys = SealingKeys([_vector_key(name)], cluster=cluster)
+            if vector.get("form") == "bound":
+                with pytest.raises(InvalidCiphertextError):
+                    keys.open(ciphertext, scope)
+            else:  # the first form was bound to no cluster: it still opens (docs/FORMAT.md)
+                assert keys.open(ciphertext, scope).decode() == vector["plaintext"]
 
 
 def test_committed_public_keys_are_the_private_keys_halves() -> None:
@@ -63,7 +84,7 @@ def test_a_round_trip_with_each_kem(kem: str) -> None:
     key = SealingPrivateKey.generate(kem, "prod")
     text = seal(b"hunter2", SCOPE, [key.public_key()])
     assert text.startswith(f"kamus:v1:sealed:team-a:app:{key.public_key().key_id}:")
-    assert SealingKeys([key]).open(Ciphertext.parse(text), SCOPE) == b"hunter2"
+    assert SealingKeys([key], cluster="prod").open(Ciphertext.parse(text), SCOPE) == b"hunter2"
 
 
 def test_the_default_kem_is_the_post_quantum_hybrid() -> None:
@@ -167,7 +188,7 @@ def test_private_sealing_keys_are_kept_sealed_by_the_provider() -> None:
     provider = LocalKeyringProvider(Keyring.generate())
     ring, public = SealingKeyring([]).with_new_key(provider, kem="X25519", cluster="prod")
     document = ring.dumps()
-    private = SealingKeyring.parse(document).opener(provider)
+    private = SealingKeyring.parse(document).opener(provider, cluster="prod")
     text = seal(b"hunter2", SCOPE, [public])
 
     assert private.open(Ciphertext.parse(text), SCOPE) == b"hunter2"
@@ -186,9 +207,106 @@ def test_rotation_keeps_old_keys_decrypt_only_until_retired() -> None:
 
     assert [entry.state for entry in second.entries] == ["decrypt-only", "active"]
     assert second.active.public == new
-    assert second.opener(provider).open(Ciphertext.parse(old_text), SCOPE) == b"before"
+    opened = second.opener(provider, cluster="prod").open(Ciphertext.parse(old_text), SCOPE)
+    assert opened == b"before"
     retired = second.retired(old.key_id)
     with pytest.raises(InvalidCiphertextError):
-        retired.opener(provider).open(Ciphertext.parse(old_text), SCOPE)
+        retired.opener(provider, cluster="prod").open(Ciphertext.parse(old_text), SCOPE)
     with pytest.raises(ConfigurationError, match="active sealing key cannot be retired"):
         second.retired(new.key_id)
+
+
+def _with_wrapped(ciphertext: Ciphertext, wrapped: bytes) -> Ciphertext:
+    return Ciphertext(ciphertext.provider, ciphertext.scope, ciphertext.key_id, wrapped,
+                      ciphertext.nonce, ciphertext.sealed)  # fmt: skip
+
+
+def _entries(wrapped: bytes) -> tuple[bytes, list[bytes]]:
+    """The envelope's lead (up to and including the count) and its entries, as bytes."""
+    lead = 1 if wrapped[0] else 3  # the first form starts with the count, the second with 0, 2
+    entries, position = [], lead
+    while position < len(wrapped):
+        length = int.from_bytes(wrapped[position + 8 : position + 10], "big")
+        entries.append(wrapped[position : position + 10 + length])
+        position += 10 + length
+    return wrapped[:lead], entries
+
+
+def _envelope(lead: bytes, entries: list[bytes]) -> bytes:
+    return lead[:-1] + bytes([len(entries) % 256]) + b"".join(entries)
+
+
+def _two_recipients() -> tuple[SealingPrivateKey, Ciphertext]:
+    a, b = SealingPrivateKey.generate("X25519"), SealingPrivateKey.generate("X25519")
+    return a, Ciphertext.parse(seal(b"hunter2", SCOPE, [a.public_key(), b.public_key()]))
+
+
+def _edits(wrapped: bytes) -> dict[str, bytes]:
+    lead, (first, second) = _entries(wrapped)
+    short = min(first, second, key=len)
+    garbage = short[:10] + bytes(len(short) - 10)
+    return {
+        "duplicated": _envelope(lead, [first, first, second]),
+        "reordered": _envelope(lead, [second, first]),
+        "255 entries": _envelope(lead, [garbage] * 253 + [first, second]),
+        "garbage before": _envelope(lead, [garbage, first, second]),
+        "other recipient's entry garbled": _envelope(lead, [first, garbage]),
+    }
+
+
+@pytest.mark.parametrize(
+    "edit", ["duplicated", "reordered", "255 entries", "garbage before",
+             "other recipient's entry garbled"],
+)  # fmt: skip
+def test_an_edited_recipient_list_opens_nowhere(edit: str) -> None:
+    a, ciphertext = _two_recipients()
+    edited = _with_wrapped(ciphertext, _edits(ciphertext.wrapped_key)[edit])
+    with pytest.raises(InvalidCiphertextError):
+        SealingKeys([a]).open(Ciphertext.parse(edited.encode()), SCOPE)
+
+
+def test_every_byte_of_the_envelope_matters() -> None:
+    a, ciphertext = _two_recipients()
+    wrapped = ciphertext.wrapped_key
+    for position in range(len(wrapped)):
+        flipped = wrapped[:position] + bytes([wrapped[position] ^ 1]) + wrapped[position + 1 :]
+        with pytest.raises(InvalidCiphertextError):
+            SealingKeys([a]).open(_with_wrapped(ciphertext, flipped), SCOPE)
+
+
+@pytest.mark.parametrize("edit", ["duplicated", "reordered", "255 entries", "garbage before"])
+def test_a_committed_first_form_ciphertext_opens_only_with_its_recipient_list_as_sealed(
+    edit: str,
+) -> None:
+    vector = next(v for v in VECTORS["vectors"] if len(v["recipients"]) == 2)
+    ciphertext = Ciphertext.parse(vector["ciphertext"])
+    edited = _with_wrapped(ciphertext, _edits(ciphertext.wrapped_key)[edit])
+    scope = Scope(vector["namespace"], vector["service_account"])
+    for name in vector["recipients"]:
+        with pytest.raises(InvalidCiphertextError):
+            SealingKeys([_vector_key(name)]).open(edited, scope)
+
+
+def test_a_ciphertext_opens_only_in_the_cluster_its_sealing_key_names() -> None:
+    # Two clusters share one sealing-keys document; each publishes the key under its own name.
+    shared = SealingPrivateKey.generate("MLKEM768-X25519", cluster="prod-eu")
+    for_eu = seal(b"hunter2", SCOPE, [shared.public_key()])
+    for_us = seal(b"hunter2", SCOPE, [replace(shared.public_key(), cluster="prod-us")])
+    eu, us = SealingKeys([shared], cluster="prod-eu"), SealingKeys([shared], cluster="prod-us")
+    unnamed = SealingKeys([shared])
+
+    assert eu.open(Ciphertext.parse(for_eu), SCOPE) == b"hunter2"
+    assert us.open(Ciphertext.parse(for_us), SCOPE) == b"hunter2"
+    for keys, text in ((us, for_eu), (eu, for_us), (unnamed, for_eu), (unnamed, for_us)):
+        with pytest.raises(InvalidCiphertextError):
+            keys.open(Ciphertext.parse(text), SCOPE)
+
+
+def test_the_opener_of_a_sealing_keyring_binds_the_cluster_it_is_given() -> None:
+    provider = LocalKeyringProvider(Keyring.generate())
+    ring, public = SealingKeyring([]).with_new_key(provider, kem="X25519", cluster="prod-eu")
+    text = seal(b"hunter2", SCOPE, [public])
+    opened = ring.opener(provider, cluster="prod-eu").open(Ciphertext.parse(text), SCOPE)
+    assert opened == b"hunter2"
+    with pytest.raises(InvalidCiphertextError):
+        ring.opener(provider, cluster="prod-us").open(Ciphertext.parse(text), SCOPE)
