@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kamus_kms.offline import MAX_RECIPIENTS
 from kamus_service.openapi import document, error
 
 _LABEL = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -105,7 +106,7 @@ OPENAPI: dict[str, Any] = document(
                 },
                 "sealing-keys": {
                     "type": "array",
-                    "maxItems": 15,
+                    "maxItems": MAX_RECIPIENTS - 1,  # this cluster's own key is the last one
                     "items": {"type": "string", "pattern": "^kamus-sealing-key:v1:"},
                     "description": "Other clusters' public sealing keys (one line each, as GET "
                     "/api/v1/sealing-key serves them); this cluster's own is always included",

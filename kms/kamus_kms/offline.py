@@ -55,7 +55,8 @@ PROVIDER = "sealed"
 PUBLIC_PREFIX = "kamus-sealing-key:v1:"
 KEY_ID_BYTES = 8
 DATA_KEY_BYTES = 32
-MAX_RECIPIENTS = 16
+# The header's key-id field holds at most 256 characters: 15 ids of 16 hex digits and 14 '+'.
+MAX_RECIPIENTS = 15
 # Leads the envelope of the second (bound) form; the first form's starts with its count, never 0.
 BOUND_FORM = b"\x00\x02"
 _MLKEM_T_BYTES = 1152  # the ML-KEM-768 encapsulation key is t (1,152 bytes) then rho (32)

@@ -99,7 +99,7 @@ def test_without_other_keys_it_seals_for_this_cluster_and_answers_json_when_aske
         ({"sealing-keys": "kamus-sealing-key:v1:X25519::AAAA"}, "must be a list"),
         ({"sealing-keys": [42]}, "must be a list"),
         ({"sealing-keys": ["not a key"]}, '"sealing-keys"[0]: not a Kamus sealing key'),
-        ({"sealing-keys": ["x"] * 16}, "at most 16"),
+        ({"sealing-keys": ["x"] * 15}, "at most 15"),
         # Well formed, but no usable key: all zeros (X25519 refuses the point in the exchange,
         # Kamus an empty ML-KEM half) and bytes ML-KEM refuses outright.
         ({"sealing-keys": [ZERO_X25519]}, "not a usable public key"),

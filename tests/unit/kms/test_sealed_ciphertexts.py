@@ -19,6 +19,7 @@ from kamus_kms.errors import (
 )
 from kamus_kms.keyring import Keyring
 from kamus_kms.offline import (
+    MAX_RECIPIENTS,
     SealingKeys,
     SealingPrivateKey,
     SealingPublicKey,
@@ -310,3 +311,13 @@ def test_the_opener_of_a_sealing_keyring_binds_the_cluster_it_is_given() -> None
     assert opened == b"hunter2"
     with pytest.raises(InvalidCiphertextError):
         ring.opener(provider, cluster="prod-us").open(Ciphertext.parse(text), SCOPE)
+
+
+def test_a_ciphertext_seals_to_at_most_max_recipients_and_opens_at_the_limit() -> None:
+    keys = [SealingPrivateKey.generate("X25519") for _ in range(MAX_RECIPIENTS + 1)]
+    publics = [key.public_key() for key in keys]
+    text = seal(b"hunter2", SCOPE, publics[:MAX_RECIPIENTS])
+    for key in keys[:MAX_RECIPIENTS]:
+        assert SealingKeys([key]).open(Ciphertext.parse(text), SCOPE) == b"hunter2"
+    with pytest.raises(InvalidRequestError, match=f"at most {MAX_RECIPIENTS} clusters"):
+        seal(b"hunter2", SCOPE, publics)
