@@ -6,14 +6,20 @@ import os
 import sys
 from collections.abc import Callable
 
+from kamus_client.coredumps import forbid_core_dumps
 from kamus_client.errors import ClientError
 from kamus_client.exitcodes import ExitCode, exit_code_for
 from kamus_client.terminal import escape_unsafe
 
 
 def run_program(program: str, call: Callable[[], int]) -> int:
-    """Run `call`; print a client error as one line on stderr and return its exit code."""
+    """Run `call`; print a client error as one line on stderr and return its exit code.
+
+    The process cannot dump core from here on: every program run here reads tokens, keys or
+    plaintexts in `call`.
+    """
     try:
+        forbid_core_dumps()
         code = call()
         sys.stdout.flush()  # a pipe's reader may be gone: find out here, not at exit
     except BrokenPipeError:

@@ -26,6 +26,7 @@ from types import FrameType
 import requests
 from werkzeug.serving import make_server
 
+from kamus_client.coredumps import forbid_core_dumps
 from kamus_dev.authority import TokenAuthority, create_authority_app
 from kamus_dev.kubeconfig import mint_token, write_kubeconfig
 from kamus_dev.tokens import load_or_create_signing_key
@@ -312,6 +313,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `kamus-dev` console script."""
+    forbid_core_dumps()  # it holds the authority's signing key and the development keys
     args = parser().parse_args(argv)
     result: int = args.handler(args)
     return result

@@ -13,6 +13,7 @@ from __future__ import annotations
 # Only settings here: gunicorn's master loads this module before the worker class prepares the
 # metrics folder, and prometheus_client chooses per-process or shared values when first imported
 # (tests/unit/service/test_gunicorn_conf.py).
+from kamus_client.coredumps import forbid_core_dumps
 from kamus_service.settings import exit_on_configuration_error, setting
 
 bind = ["0.0.0.0:8080"]
@@ -30,3 +31,8 @@ control_socket_disable = True
 # kamus-dev must fail on a taken port rather than share it.
 with exit_on_configuration_error("gunicorn"):
     reuse_port = bool(setting("REUSE_PORT"))
+
+
+def on_starting(server: object) -> None:
+    """No core dump of the master, hence of the workers it forks: they hold keys and plaintexts."""
+    forbid_core_dumps()
