@@ -200,7 +200,10 @@ class KubernetesTokenReviewer:
     def _review(self, token: str) -> Caller:
         status = self._create(token).status
         if status is None or not status.authenticated:
-            raise AuthenticationError(f"the token was rejected: {_reason(status)}")
+            # The API server's reason names its internals and which service accounts exist
+            # (`serviceaccounts "ghost" not found`): for the operator's log, not for the caller.
+            log.info("TokenReview rejected a token", extra={"reason": _reason(status)})
+            raise AuthenticationError("the token was rejected")
         # Defence in depth: the API server already matched audiences, but a review that does not
         # echo one of ours must not pass.
         if self.audiences and not set(status.audiences or ()) & set(self.audiences):

@@ -26,7 +26,7 @@ class StaticReviewer:
             raise NotServiceAccountError("only service-account tokens can decrypt")
         parts = token.split("-", 2)
         if len(parts) != 3 or parts[0] != "token":
-            raise AuthenticationError("the token was rejected: invalid bearer token")
+            raise AuthenticationError("the token was rejected")
         scope = Scope(parts[1].replace("_", "-"), parts[2])
         extra = {"authentication.kubernetes.io/pod-name": ["pod-1"]}
         return Caller(scope, f"system:serviceaccount:{scope.namespace}:{scope.service_account}",

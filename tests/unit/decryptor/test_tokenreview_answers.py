@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,18 @@ ANSWERS: dict[str, tuple[int, str]] = {
         201,
         '{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{"token":"t"},"status":'
         '{"authenticated":true,"user":{"username":"alice"},"audiences":["kamus"]}}',
+    ),
+    "go-jose": (
+        201,
+        '{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{"token":"t"},"status":'
+        '{"user":{},'
+        '"error":"[invalid bearer token, square/go-jose: error in cryptographic primitive]"}}',
+    ),
+    "ghost": (
+        201,
+        '{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1","spec":{"token":"t"},"status":'
+        '{"user":{},'
+        '"error":"[invalid bearer token, serviceaccounts \\"ghost\\" not found]"}}',
     ),
     "other-audience": (
         201,
@@ -113,3 +126,31 @@ def test_a_token_that_is_not_a_jwt_is_refused_without_an_api_call(
     with pytest.raises(AuthenticationError, match="not a JWT"):
         reviewer.review(token)
     assert len(REVIEWS) == before
+
+
+@pytest.mark.parametrize(
+    ("answer", "detail"),
+    [("go-jose", "square/go-jose: error in cryptographic primitive"),
+     ("ghost", 'serviceaccounts "ghost" not found')],
+)  # fmt: skip
+def test_the_api_servers_rejection_text_is_logged_but_never_answered(
+    reviewer: KubernetesTokenReviewer,
+    keyring: Keyring,
+    caplog: pytest.LogCaptureFixture,
+    answer: str,
+    detail: str,
+) -> None:
+    settings = Settings(service="decryptor", keyring=keyring.to_json(), audit_key=b"k" * 32)
+    client = create_app(settings, reviewer=reviewer).test_client()
+    token = _jwt(answer)
+    with caplog.at_level(logging.INFO, logger="kamus.tokenreview"):
+        response = client.post(
+            "/api/v1/decrypt",
+            json={"data": "kamus:v1:local:a:b:k1:x"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 401
+    assert response.get_json() == {"error": "unauthorized", "message": "the token was rejected"}
+    logged = [(record.getMessage(), getattr(record, "reason", None)) for record in caplog.records]
+    assert ("TokenReview rejected a token", f"[invalid bearer token, {detail}]") in logged
+    assert token not in caplog.text
