@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import json
 import os
 import re
 import resource
@@ -40,6 +41,7 @@ from typing import Any
 
 from gunicorn import http
 from gunicorn import sock as gunicorn_sock
+from gunicorn import util as gunicorn_util
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from kamus_service.settings import setting
@@ -50,6 +52,16 @@ _LINGER_SECONDS = 2.0  # how long a closing connection may still send (RFC 9112,
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MIN_BUFFER_BUDGET = 64 * 1024 * 1024
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# The JSON error (kamus_service.errors) of each status gunicorn's parser answers itself.
+_PARSER_ERRORS = {
+    400: ("invalid_request", "the request is not valid HTTP/1.1"),
+    403: ("forbidden", "the request was refused"),
+    414: ("uri_too_long", "the request line is too long"),
+    417: ("expectation_failed", "only 'Expect: 100-continue' is supported"),
+    431: ("headers_too_large", "the request headers are too large"),
+    501: ("not_implemented", "the transfer coding is not supported"),
+}
+_INTERNAL_ERROR = ("internal_error", "internal error; this is a bug in Kamus")
 
 
 class RequestScan:
@@ -243,6 +255,20 @@ def _remove_from(master: int, directory: str) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def write_json_error(sock: socket.socket, status: int, reason: str, detail: str) -> None:
+    """Answer a request gunicorn could not parse with the JSON error and headers of every other
+    answer, not gunicorn's HTML page. ``detail`` quotes the request: gunicorn has logged it, the
+    caller gets a fixed sentence."""
+    code, message = _PARSER_ERRORS.get(status, _INTERNAL_ERROR)
+    body = json.dumps({"error": code, "message": message}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+        "X-Content-Type-Options: nosniff\r\n\r\n"
+    )
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 class BufferingWorker(ThreadWorker):  # type: ignore[misc]
     """gthread whose event loop receives whole requests before handing them to threads."""
 
@@ -263,6 +289,9 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != hard:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        # gunicorn's Worker.handle_error writes its refusals through util.write_error, which has
+        # no hook: replaced in this worker process only.
+        gunicorn_util.write_error = write_json_error
         super().init_process()
 
     def accept(self, listener: socket.socket) -> None:

@@ -85,3 +85,43 @@ def test_malformed_bodies_count_against_the_failure_limit(
         for _ in range(4)
     ]
     assert statuses == [400, 400, 400, 429]
+
+
+# What gunicorn's own parser refuses before the application sees a request.
+UNPARSABLE = {
+    "request-line-with-extra-words": (b"GET /healthz HTTP/1.1 extra\r\nHost: x\r\n\r\n", 400),
+    "header-name-with-a-space": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Name: y\r\n\r\n", 400),
+    "request-line-too-long": (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+}
+
+
+@pytest.mark.parametrize("service", ["encryptor", "decryptor"])
+@pytest.mark.parametrize("request_bytes", sorted(UNPARSABLE))
+def test_a_request_gunicorn_cannot_parse_is_answered_with_the_json_error(
+    request: pytest.FixtureRequest, service: str, request_bytes: str
+) -> None:
+    url: str = request.getfixturevalue(service).url
+    sent, expected = UNPARSABLE[request_bytes]
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(sent)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {
+        name.lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in header_lines)
+    }
+    assert int(status_line.split()[1]) == expected
+    assert headers["content-type"] == "application/json"
+    assert headers["cache-control"] == "no-store"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert int(headers["content-length"]) == len(body)
+    error = json.loads(body)
+    assert set(error) == {"error", "message"}
+    assert error["error"] == {400: "invalid_request", 414: "uri_too_long"}[expected]
+    # The request is not echoed.
+    assert b"extra" not in body
+    assert b"Bad Name" not in body
