@@ -204,5 +204,5 @@ def test_kamus_init_watch_prints_a_failure_escaped_and_goes_on(
 
     assert watch(settings, publish, stop=stop) == 0
     err = capsys.readouterr().err
-    assert f"cannot read {ESCAPED} (the last published files are kept)" in err
+    assert f"cannot read {ESCAPED} (the last published files are kept;" in err
     _assert_safe(err)
