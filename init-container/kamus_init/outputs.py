@@ -9,13 +9,8 @@ from pathlib import Path
 from kamus_client.errors import OutputError
 
 
-def write_atomically(directory: Path, files: Mapping[str, bytes], *, mode: int) -> None:
-    """Write every ``{name: content}`` into ``directory`` with ``mode``, or none; OutputError.
-
-    Each file goes to a hidden temp file in ``directory`` first (same filesystem, so the rename
-    is atomic); only when all are written are they renamed into place. A rename replaces a
-    symlink at the target rather than following it.
-    """
+def prepare_folder(directory: Path, files: Mapping[str, bytes]) -> None:
+    """Make ``directory`` (0700) and check no name of ``files`` is a folder there; OutputError."""
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
@@ -23,6 +18,16 @@ def write_atomically(directory: Path, files: Mapping[str, bytes], *, mode: int) 
     for name in files:
         if (directory / name).is_dir() and not (directory / name).is_symlink():
             raise OutputError(f"{directory / name} is a directory; it cannot be replaced")
+
+
+def write_atomically(directory: Path, files: Mapping[str, bytes], *, mode: int) -> None:
+    """Write every ``{name: content}`` into ``directory`` with ``mode``, or none; OutputError.
+
+    Each file goes to a hidden temp file in ``directory`` first (same filesystem, so the rename
+    is atomic); only when all are written are they renamed into place. A rename replaces a
+    symlink at the target rather than following it.
+    """
+    prepare_folder(directory, files)
     pending: list[tuple[Path, Path]] = []
     try:
         for name, content in files.items():

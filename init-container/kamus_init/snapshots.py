@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from kamus_client.errors import OutputError
+from kamus_init.outputs import prepare_folder
 
 DATA = "..data"
 PREVIOUS_KEPT_SECONDS = 5.0
@@ -41,13 +42,7 @@ def publish(
     """Write ``files`` as a new snapshot of ``directory`` and switch to it; OutputError else,
     with ``directory`` left as it was."""
     created = not directory.exists()
-    try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the output folder {directory}: {exc.strerror}") from exc
-    for name in files:
-        if (directory / name).is_dir() and not (directory / name).is_symlink():
-            raise OutputError(f"{directory / name} is a directory; it cannot be replaced")
+    prepare_folder(directory, files)
     previous = os.readlink(directory / DATA) if (directory / DATA).is_symlink() else None
     stamp = time.strftime("%Y_%m_%d_%H_%M_%S", time.gmtime(now()))
     snapshot = directory / f"..{stamp}.{os.urandom(4).hex()}"
