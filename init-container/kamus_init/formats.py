@@ -102,14 +102,17 @@ _LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
 _CFG_NAME = re.compile(r"[-._A-Za-z0-9]+")
 
 
-def _check_cfg_names(plaintexts: Mapping[str, str]) -> None:
-    invalid = [name for name in plaintexts if not _CFG_NAME.fullmatch(name)]
+def _check_names(plaintexts: Mapping[str, str], pattern: re.Pattern[str], what: str) -> None:
+    """InputError naming every item name ``pattern`` refuses (``what``: the names it allows)."""
+    invalid = [name for name in plaintexts if not pattern.fullmatch(name)]
     if invalid:
         listed = ", ".join(repr(name) for name in invalid)
-        raise InputError(
-            f"{listed} cannot be cfg names (letters, digits, '-', '_' and '.', as in a ConfigMap"
-            " key; --raw-cfg-values does not change that); rename the keys or use another format"
-        )
+        raise InputError(f"{listed} cannot be {what}; rename the keys or use another format")
+
+
+def _check_cfg_names(plaintexts: Mapping[str, str]) -> None:
+    _check_names(plaintexts, _CFG_NAME, "cfg names (letters, digits, '-', '_' and '.', as in a "
+                 "ConfigMap key; --raw-cfg-values does not change that)")  # fmt: skip
 
 
 def _cfg_line(name: str, value: str, spec: OutputSpec, *, quoted: bool = False) -> str:
@@ -171,13 +174,8 @@ def env_value(value: str) -> str:
 
 def render_env(plaintexts: Mapping[str, str], spec: OutputSpec) -> dict[str, bytes]:
     """``NAME=value`` lines a shell can source and docker's --env-file can read, one per item."""
-    invalid = [name for name in plaintexts if not ENV_NAME.fullmatch(name)]
-    if invalid:
-        listed = ", ".join(repr(name) for name in invalid)
-        raise InputError(
-            f"{listed} cannot be environment variable names (letters, digits and _, not starting"
-            " with a digit); rename the keys or use another format"
-        )
+    _check_names(plaintexts, ENV_NAME, "environment variable names (letters, digits and _, "
+                 "not starting with a digit)")  # fmt: skip
     for name, value in plaintexts.items():
         if _ENV_REFUSED.search(value):
             # A line break would let the rest of the value read as more variables in docker's
