@@ -61,6 +61,21 @@ def _heads(server: KubeAPIServer, namespace: str = NAMESPACE) -> dict[str, str]:
     return dict(found.get("data") or {})
 
 
+def _install(server: KubeAPIServer, namespace: str, folder: Path) -> Path:
+    """The chart's witness objects in ``namespace`` and the decryptor's account there, allowed
+    TokenReview; the decryptor's kubeconfig, written in ``folder``."""
+    witness, _ = _chart_objects(namespace)
+    server.create_service_account(namespace, "kamus-decryptor")
+    server.grant_tokenreview(namespace, "kamus-decryptor")
+    for document in witness:
+        server.apply({**document, "metadata": {**document["metadata"], "namespace": namespace}})
+    kubeconfig = folder / "decryptor.kubeconfig"
+    server.write_kubeconfig(
+        kubeconfig, server.mint(namespace, "kamus-decryptor", (), expiration_seconds=86400)
+    )
+    return kubeconfig
+
+
 def test_the_decryptor_keeps_its_heads_in_the_cluster_and_verify_finds_what_the_files_lost(
     kube_apiserver: KubeAPIServer, service_env: dict[str, str], encryptor: Any, tmp_path: Path
 ) -> None:
@@ -69,16 +84,8 @@ def test_the_decryptor_keeps_its_heads_in_the_cluster_and_verify_finds_what_the_
     assert sorted(d["kind"] for d in witness) == ["ConfigMap", "Role", "RoleBinding"]
     assert audit_env == {"KAMUS_AUDIT_ORIGIN": f"{NAMESPACE}/kamus-decryptor",
                          "KAMUS_AUDIT_WITNESS_CONFIGMAP": f"{NAMESPACE}/{HEADS}"}  # fmt: skip
-    server.create_service_account(NAMESPACE, "kamus-decryptor")
-    server.grant_tokenreview(NAMESPACE, "kamus-decryptor")
-    for document in witness:
-        server.apply({**document, "metadata": {**document["metadata"], "namespace": NAMESPACE}})
+    decryptor_kubeconfig = _install(server, NAMESPACE, tmp_path)
     server.create_service_account("witness-app", "app")
-    decryptor_kubeconfig = tmp_path / "decryptor.kubeconfig"
-    server.write_kubeconfig(
-        decryptor_kubeconfig,
-        server.mint(NAMESPACE, "kamus-decryptor", (), expiration_seconds=86400),
-    )
     admin = tmp_path / "admin.kubeconfig"
     server.write_kubeconfig(admin, server.admin_token)
     keys = tmp_path / "keys"
@@ -152,16 +159,9 @@ def test_chains_broken_on_purpose_do_not_fill_the_configmap(
     # Whoever can write the volume breaks the live chain before every request (one byte): each
     # request starts a new chain. Its successor's signed link replaces the old entry.
     server, namespace = kube_apiserver, "kamus-witness-full"
-    witness, audit_env = _chart_objects(namespace)
-    server.create_service_account(namespace, "kamus-decryptor")
-    server.grant_tokenreview(namespace, "kamus-decryptor")
-    for document in witness:
-        server.apply({**document, "metadata": {**document["metadata"], "namespace": namespace}})
+    _, audit_env = _chart_objects(namespace)
+    kubeconfig = _install(server, namespace, tmp_path)
     server.create_service_account("witness-full-app", "app")
-    kubeconfig = tmp_path / "decryptor.kubeconfig"
-    server.write_kubeconfig(
-        kubeconfig, server.mint(namespace, "kamus-decryptor", (), expiration_seconds=86400)
-    )
     made = _kamus_audit("signing-key", "new", str(tmp_path / "signing.key"))
     assert made.returncode == 0, made.stderr
     chains = tmp_path / "chains"
